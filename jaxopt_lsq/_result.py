@@ -1,0 +1,160 @@
+"""Status codes, messages and the `OptimizeResult` pytree.
+
+Inside a trace a solver can only report *numbers*: each solver's state carries an
+integer ``status``.  Strings live here, on the host, and are looked up from the status
+when (and only when) the status is a concrete value.  That is why ``message`` is derived
+rather than stored: a result returned out of a user's ``jax.jit`` gains its message the
+moment JAX rebuilds it with concrete arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+# Status used inside the loop while a solver is still iterating. Never returned.
+RUNNING = -100
+
+# least_squares: SciPy's codes (-2..4) plus codes that only our traced/JAX-native
+# use can produce (SciPy raises an exception instead, which a trace cannot do).
+LEAST_SQUARES_MESSAGES = {
+    -5: "Initial guess is outside of provided bounds",
+    -4: "Residuals are not finite in the initial point.",
+    -3: "Stopped because the Jacobian is not finite at the current point.",
+    -2: "Stopped because `callback` function raised `StopIteration` or returned `True`",
+    -1: "Improper input parameters status returned from `leastsq`",
+    0: "The maximum number of function evaluations is exceeded.",
+    1: "`gtol` termination condition is satisfied.",
+    2: "`ftol` termination condition is satisfied.",
+    3: "`xtol` termination condition is satisfied.",
+    4: "Both `ftol` and `xtol` termination conditions are satisfied.",
+}
+
+
+def _success_positive(status):
+    return status > 0
+
+
+def _success_zero(status):
+    return status == 0
+
+
+# Each kind of result names its message table and success rule. Kept in a registry so
+# the pytree's static data is a short hashable string.
+_KINDS = {
+    "least_squares": (LEAST_SQUARES_MESSAGES, _success_positive),
+}
+
+
+def register_result_kind(name, messages, success_rule):
+    """Register a message table and success rule for a solver family."""
+    _KINDS[name] = (messages, success_rule)
+
+
+def _is_concrete_array(a):
+    if isinstance(a, (np.ndarray, np.generic, int)):
+        return True
+    if isinstance(a, jax.Array):
+        try:
+            return a.is_fully_addressable and not isinstance(a, jax.core.Tracer)
+        except Exception:  # pragma: no cover - defensive
+            return False
+    return False
+
+
+def _message_for(kind, status):
+    """Host-side message lookup; ``None`` when ``status`` is not a concrete array."""
+    if not _is_concrete_array(status):
+        return None
+    messages = _KINDS[kind][0]
+    s = np.asarray(status)
+    if s.ndim == 0:
+        return messages.get(int(s), f"Unknown status {int(s)}.")
+    # Batched results (from jax.vmap): one message per fit.
+    flat = [messages.get(int(v), f"Unknown status {int(v)}.") for v in s.ravel()]
+    return np.array(flat, dtype=object).reshape(s.shape)
+
+
+def _success_for(kind, status):
+    if status is None or not hasattr(status, "dtype"):
+        return None
+    rule = _KINDS[kind][1]
+    if isinstance(status, (np.ndarray, np.generic)):
+        return np.asarray(rule(status))
+    return rule(status)
+
+
+@jax.tree_util.register_pytree_node_class
+class OptimizeResult(dict):
+    """The result of an optimisation: a dict with attribute access and a JAX pytree.
+
+    Field names and meanings follow :class:`scipy.optimize.OptimizeResult` for each
+    solver. Array fields are pytree leaves, so a result can be returned from
+    ``jax.jit`` and batched by ``jax.vmap``. ``message`` and ``success`` are derived from
+    ``status``: ``message`` is a string once ``status`` is concrete (an array of strings
+    for a batched result, ``None`` while tracing); ``success`` is an array that also
+    works inside a trace.
+    """
+
+    _DERIVED = ("message", "success")
+
+    def __init__(self, *args, _kind="least_squares", **kwargs):
+        super().__init__(*args, **kwargs)
+        object.__setattr__(self, "_kind", _kind)
+        self._derive()
+
+    def _derive(self):
+        if "status" in self:
+            status = dict.__getitem__(self, "status")
+            dict.__setitem__(self, "message", _message_for(self._kind, status))
+            dict.__setitem__(self, "success", _success_for(self._kind, status))
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError as e:
+            raise AttributeError(name) from e
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+    def __delattr__(self, name):
+        try:
+            del self[name]
+        except KeyError as e:
+            raise AttributeError(name) from e
+
+    def __repr__(self):
+        if not self:
+            return self.__class__.__name__ + "()"
+        width = max(map(len, self.keys())) + 1
+        lines = []
+        for k, v in self.items():
+            text = repr(v) if not isinstance(v, str) else v
+            text = text.replace("\n", "\n" + " " * (width + 2))
+            lines.append(f"{k.rjust(width)}: {text}")
+        return "\n".join(lines)
+
+    def __dir__(self):
+        return list(self.keys())
+
+    # --- pytree protocol -------------------------------------------------------------
+    def tree_flatten(self):
+        keys = tuple(k for k in self.keys() if k not in self._DERIVED)
+        return tuple(dict.__getitem__(self, k) for k in keys), (keys, self._kind)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        keys, kind = aux
+        out = cls.__new__(cls)
+        dict.__init__(out, zip(keys, children))
+        object.__setattr__(out, "_kind", kind)
+        try:
+            out._derive()
+        except Exception:
+            # JAX sometimes rebuilds pytrees with placeholder leaves (None, object(),
+            # axis specs); derived fields are meaningless then.
+            dict.__setitem__(out, "message", None)
+            dict.__setitem__(out, "success", None)
+        return out
