@@ -347,7 +347,7 @@ def least_squares(
         fields = _to_numpy(fields)
         if fields["status"] == -4:
             raise ValueError("Residuals are not finite in the initial point.")
-    return OptimizeResult(**fields)
+    return OptimizeResult({k: fields[k] for k in _FIELDS})
 
 
 def _densify(jac):
@@ -375,6 +375,8 @@ import weakref  # noqa: E402
 _DENSIFIED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 _INT_FIELDS = ("nfev", "njev", "status", "nit")
+# SciPy's order of the result's fields.
+_FIELDS = ("x", "cost", "fun", "jac", "grad", "optimality", "active_mask", "nfev", "njev", "status")
 
 
 def _to_numpy(fields):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-IMPLEMENTED_LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
+IMPLEMENTED_LOSSES = ("linear", "huber", "soft_l1", "cauchy", "arctan")  # SciPy's order (messages)
 
 
 def _linear(z):
