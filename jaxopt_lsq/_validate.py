@@ -73,12 +73,17 @@ def prepare_bounds(bounds, x0, method):
         raise ValueError("`bounds` must contain 2 elements.")
 
     def one(b):
-        b = jnp.asarray(b, dtype=x0.dtype) if not concrete(b) else jnp.asarray(np.asarray(b, dtype=float), x0.dtype)
+        # Concrete bounds stay NumPy here: any jnp operation inside a user's trace would
+        # turn them into tracers and hide that they are infinite.
+        if concrete(b):
+            b = np.asarray(b, dtype=float)
+            return np.resize(b, n) if b.ndim == 0 else b
+        b = jnp.asarray(b, dtype=x0.dtype)
         return jnp.broadcast_to(b, (n,)) if b.ndim == 0 else b
 
     lb, ub = one(lb), one(ub)
     all_concrete = concrete(lb) and concrete(ub)
-    unbounded = all_concrete and bool(np.all((np.asarray(lb) == -np.inf) & (np.asarray(ub) == np.inf)))
+    unbounded = all_concrete and bool(np.all((lb == -np.inf) & (ub == np.inf)))
     if method == "lm" and not unbounded:
         raise ValueError("Method 'lm' doesn't support bounds.")
     if lb.shape != x0.shape or ub.shape != x0.shape:
@@ -93,7 +98,7 @@ def prepare_bounds(bounds, x0, method):
         if not np.all(np.isfinite(x)):
             # SciPy would go on to fail on the residuals or produce garbage; say what is wrong.
             raise ValueError("`x0` must contain only finite values.")
-    return lb, ub, not unbounded
+    return jnp.asarray(lb, x0.dtype), jnp.asarray(ub, x0.dtype), not unbounded
 
 
 def check_x_scale(x_scale, x0, method):
