@@ -60,7 +60,7 @@ def _is_dynamic(leaf):
 def _split_data(args, kwargs):
     tree = (tuple(args), dict(kwargs))
     dyn, static = eqx.partition(tree, _is_dynamic)
-    dyn = jax.tree_util.tree_map(lambda v: jnp.asarray(v) if isinstance(v, (float, complex)) else v, dyn)
+    dyn = jax.tree_util.tree_map(lambda v: np.asarray(v) if isinstance(v, (float, complex)) else v, dyn)
     return dyn, _Static(static)
 
 
@@ -80,11 +80,30 @@ class _HostLoss:
         return isinstance(other, _HostLoss) and (self.loss, self.m, self.dtype) == (other.loss, other.m, other.dtype)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _solve(solver, static, x0, dyn, lb, ub, x_scale, f_scale, diff_step):
-    args, kwargs = eqx.combine(dyn, static.tree())
-    data = LsqData(lb=lb, ub=ub, x_scale=x_scale, f_scale=f_scale, diff_step=diff_step, args=args, kwargs=kwargs)
-    return iterate(solver, x0, data)
+@functools.lru_cache(maxsize=256)
+def _compiled_solve(config):
+    """The jitted solve for one static configuration (a plain tuple: cheap to hash).
+
+    Data (``x0``, bounds, scales, array leaves of ``args``/``kwargs``) are arguments of
+    the returned function, so new values reuse its compilation.
+    """
+    residual_cfg, solver_cfg, static = config
+    residuals = ResidualFunction(*residual_cfg)
+    solver = TRF(residuals, *solver_cfg)
+
+    def run(x0, dyn, lb, ub, x_scale, f_scale, diff_step):
+        args, kwargs = eqx.combine(dyn, static.tree())
+        data = LsqData(lb=lb, ub=ub, x_scale=x_scale, f_scale=f_scale, diff_step=diff_step, args=args, kwargs=kwargs)
+        return iterate(solver, x0, data)
+
+    def run_packed(*a):
+        # Eager calls: two buffers to bring to the host instead of ten small ones.
+        fields = run(*a)
+        floats = jnp.concatenate([jnp.ravel(fields[k]) for k in _FLOAT_FIELDS])
+        ints = jnp.concatenate([jnp.ravel(fields[k]).astype(jnp.int32) for k in _INT_FIELDS])
+        return floats, ints
+
+    return jax.jit(run), jax.jit(run_packed)
 
 
 def _host_eval(fun, x0, args, kwargs):
@@ -323,28 +342,23 @@ def least_squares(
         if lshape != (3, m):
             raise ValueError("The return value of `loss` callable has wrong shape.")
 
-    residuals = ResidualFunction(
-        fun=fun, jac=jac_opt, fun_on_host=fun_on_host, jac_on_host=jac_on_host, m=m, dtype=dtype, bounded=bounded
-    )
-    solver = TRF(
-        residuals=residuals,
-        loss=loss_opt,
-        ftol=ftol,
-        xtol=xtol,
-        gtol=gtol,
-        max_nfev=int(max_nfev),
-        jac_scale=jac_scale,
-        bounded=bounded,
-        verbose=int(verbose),
-        callback=callback,
-    )
+    # Field order of ResidualFunction and TRF.
+    residual_cfg = (fun, jac_opt, fun_on_host, jac_on_host, m, dtype, bounded)
+    solver_cfg = (loss_opt, ftol, xtol, gtol, int(max_nfev), jac_scale, bounded, int(verbose), callback)
     dyn, static = _split_data(args, kwargs)
-    f_scale_arr = jnp.asarray(f_scale, dtype)
-    diff_step_arr = None if diff_step is None else jnp.broadcast_to(jnp.asarray(diff_step, dtype), (n,))
-    fields = _solve(solver, static, x0, dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr)
-
-    if not traced:
-        fields = _to_numpy(fields)
+    f_scale_arr = np.asarray(f_scale, dtype) if _validate.concrete(f_scale) else jnp.asarray(f_scale, dtype)
+    if diff_step is None:
+        diff_step_arr = None
+    elif _validate.concrete(diff_step):
+        diff_step_arr = np.broadcast_to(np.asarray(diff_step, dtype), (n,))
+    else:
+        diff_step_arr = jnp.broadcast_to(jnp.asarray(diff_step, dtype), (n,))
+    solve, solve_packed = _compiled_solve((residual_cfg, solver_cfg, static))
+    data = (x0, dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr)
+    if traced:
+        fields = solve(*data)
+    else:
+        fields = _unpack(*jax.device_get(solve_packed(*data)), m, n)
         if fields["status"] == -4:
             raise ValueError("Residuals are not finite in the initial point.")
     return OptimizeResult({k: fields[k] for k in _FIELDS})
@@ -374,21 +388,21 @@ import weakref  # noqa: E402
 
 _DENSIFIED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
-_INT_FIELDS = ("nfev", "njev", "status", "nit")
-# SciPy's order of the result's fields.
+# SciPy's order of the result's fields, and how eager results travel to the host.
 _FIELDS = ("x", "cost", "fun", "jac", "grad", "optimality", "active_mask", "nfev", "njev", "status")
+_FLOAT_FIELDS = ("x", "cost", "fun", "jac", "grad", "optimality")
+_INT_FIELDS = ("active_mask", "nfev", "njev", "status")
 
 
-def _to_numpy(fields):
-    out = {}
-    for k, v in fields.items():
-        a = np.asarray(v)
-        if k in _INT_FIELDS:
-            out[k] = int(a)
-        elif k == "active_mask":
-            out[k] = a.astype(int)
-        elif a.ndim == 0:
-            out[k] = a[()]
-        else:
-            out[k] = a
+def _unpack(floats, ints, m, n):
+    """Eager results as SciPy gives them: NumPy arrays, NumPy float scalars, Python ints."""
+    shapes = {"x": (n,), "cost": (), "fun": (m,), "jac": (m, n), "grad": (n,), "optimality": ()}
+    out, i = {}, 0
+    for k in _FLOAT_FIELDS:
+        size = int(np.prod(shapes[k]))
+        v = floats[i : i + size].reshape(shapes[k])
+        out[k] = v[()] if v.ndim == 0 else v.copy()
+        i += size
+    out["active_mask"] = ints[:n].astype(int)
+    out["nfev"], out["njev"], out["status"] = (int(v) for v in ints[n : n + 3])
     return out

@@ -57,7 +57,9 @@ def as_x0(x0):
     elif jnp.iscomplexobj(x0):
         raise ValueError("`x0` must be real.")
     dtype = float_dtype(x0)
-    x0 = jnp.atleast_1d(jnp.asarray(x0, dtype=dtype))
+    # Concrete inputs stay NumPy (a copy: the caller's array is never written); JAX
+    # moves them to the device once, when the compiled solver is called.
+    x0 = np.array(x0, dtype=dtype, ndmin=1) if concrete(x0) else jnp.atleast_1d(jnp.asarray(x0, dtype=dtype))
     if x0.ndim > 1:
         raise ValueError("`x0` must have at most 1 dimension.")
     return x0
@@ -98,7 +100,9 @@ def prepare_bounds(bounds, x0, method):
         if not np.all(np.isfinite(x)):
             # SciPy would go on to fail on the residuals or produce garbage; say what is wrong.
             raise ValueError("`x0` must contain only finite values.")
-    return jnp.asarray(lb, x0.dtype), jnp.asarray(ub, x0.dtype), not unbounded
+    lb = lb.astype(x0.dtype) if concrete(lb) else jnp.asarray(lb, x0.dtype)
+    ub = ub.astype(x0.dtype) if concrete(ub) else jnp.asarray(ub, x0.dtype)
+    return lb, ub, not unbounded
 
 
 def check_x_scale(x_scale, x0, method):
@@ -106,7 +110,7 @@ def check_x_scale(x_scale, x0, method):
     if x_scale is None:
         x_scale = "jac" if method == "lm" else 1.0
     if isinstance(x_scale, str) and x_scale == "jac":
-        return jnp.ones_like(x0), True
+        return np.ones(x0.shape, x0.dtype), True
     if isinstance(x_scale, str):
         valid = False
     elif not concrete(x_scale):
@@ -123,7 +127,7 @@ def check_x_scale(x_scale, x0, method):
         xs = np.resize(xs, x0.shape)
     if xs.shape != x0.shape:
         raise ValueError("Inconsistent shapes between `x_scale` and `x0`.")
-    return jnp.asarray(xs, x0.dtype), False
+    return xs.astype(x0.dtype), False
 
 
 def check_tolerance(ftol, xtol, gtol, method, dtype):
