@@ -21,9 +21,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def is_dynamic(leaf):
+    """Leaves of ``args``/``kwargs`` that are traced: arrays, and Python floats (so that a
+    SciPy-style loop over a float parameter does not recompile). Ints, bools, strings
+    and other objects stay static: they are often shapes, indices or flags."""
+    return eqx.is_array(leaf) or (isinstance(leaf, (float, complex)) and not isinstance(leaf, bool))
+
+
 def _abstract(tree):
     return jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) if eqx.is_array(a) else a, tree
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) if is_dynamic(a) else a, tree
     )
 
 
@@ -34,7 +41,7 @@ def _cache_key(x_struct, args, kwargs):
     leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
     sig = []
     for leaf in leaves:
-        if eqx.is_array(leaf):
+        if is_dynamic(leaf):
             sig.append(("a", np.shape(leaf), str(jnp.result_type(leaf))))
         else:
             try:
@@ -82,7 +89,7 @@ def host_call(fun, x, args, kwargs, out_shape, out_dtype):
     ``x`` may be complex (complex-step differentiation); the result then has the
     complex dtype matching ``out_dtype``.
     """
-    dyn, static = eqx.partition((args, kwargs), eqx.is_array)
+    dyn, static = eqx.partition((args, kwargs), is_dynamic)
     complex_in = jnp.issubdtype(x.dtype, jnp.complexfloating)
     dtype = jnp.result_type(out_dtype, jnp.complex64) if complex_in else out_dtype
     dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate
-from ._host import host_call, is_tracer, output_struct
+from ._host import host_call, is_dynamic, is_tracer, output_struct
 from ._iterate import iterate
 from ._jacobian import ResidualFunction
 from ._result import OptimizeResult
@@ -50,16 +50,9 @@ def _safe_eq(a, b):
         return False
 
 
-def _is_dynamic(leaf):
-    # Arrays are traced. Python floats are too, so that a SciPy-style loop over a
-    # float parameter in `args` does not recompile; ints/bools/strings stay static
-    # (they are often shapes, indices or flags).
-    return eqx.is_array(leaf) or (isinstance(leaf, (float, complex)) and not isinstance(leaf, bool))
-
-
 def _split_data(args, kwargs):
     tree = (tuple(args), dict(kwargs))
-    dyn, static = eqx.partition(tree, _is_dynamic)
+    dyn, static = eqx.partition(tree, is_dynamic)
     dyn = jax.tree_util.tree_map(lambda v: np.asarray(v) if isinstance(v, (float, complex)) else v, dyn)
     return dyn, _Static(static)
 

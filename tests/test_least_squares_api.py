@@ -328,3 +328,27 @@ def test_nonfinite_jacobian_stops_with_status():
     res = least_squares(fun, [0.0, 0.0])
     assert res.status == -3 and not res.success
     assert "Jacobian is not finite" in res.message
+
+
+def test_bounds_object_like_scipy():
+    bounds = so.Bounds([-np.inf, 1.5], [np.inf, np.inf])
+    res = least_squares(rosen(jnp), [2.0, 2.0], bounds=bounds)
+    ref = so.least_squares(rosen(np), [2.0, 2.0], bounds=bounds)
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-7)
+    np.testing.assert_array_equal(res.active_mask, ref.active_mask)
+    assert res.nfev == ref.nfev
+
+
+def test_python_float_args_do_not_retrace():
+    calls = []
+
+    def fun(x, a):
+        calls.append(1)
+        return jnp.stack([x[0] - a, 10 * (x[1] - x[0] ** 2)])
+
+    for a in (1.0, 2.0, 3.0):
+        res = least_squares(fun, [0.5, 0.5], args=(a,))
+        np.testing.assert_allclose(res.x, [a, a * a], rtol=1e-6)
+    first = len(calls)
+    least_squares(fun, [0.5, 0.5], args=(4.0,))
+    assert len(calls) == first
