@@ -26,8 +26,8 @@ Usage::
     python bench/bench_small.py --problems rosen,osborne
 
 Warm latency = min over R repeats of the mean over N calls (N chosen so one
-repeat takes about ``--target`` seconds), JAX results blocked with
-``block_until_ready``.  Compile time = wall time of the first call of a freshly
+repeat takes about ``--target`` seconds; the repeats of the solvers are
+interleaved), JAX results blocked with ``block_until_ready``.  Compile time = wall time of the first call of a freshly
 built jitted function (a fresh residual closure, so no cache can hide it).
 The markdown report goes to stdout and to ``bench/results/small.md``.
 """
@@ -297,10 +297,9 @@ PEERS = ("jaxopt", "optx")
 # ---------------------------------------------------------------------------
 
 
-def time_warm(call, repeats, target):
-    """min over ``repeats`` of the mean time of N calls; N so one repeat ~ ``target`` s."""
-    # calibrate on a few calls (the function is already compiled)
-    n_cal, t_cal = 0, 0.0
+def calibrate(call, target):
+    """Number of calls N so that N calls take about ``target`` seconds (already compiled)."""
+    n_cal = 0
     t0 = time.perf_counter()
     while True:
         call()
@@ -309,14 +308,14 @@ def time_warm(call, repeats, target):
         if t_cal > target / 10 or n_cal >= 1000:
             break
     per = t_cal / n_cal
-    n = max(1, int(round(target / max(per, 1e-9))))
-    best = per
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            call()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best
+    return max(1, int(round(target / max(per, 1e-9)))), per
+
+
+def time_n(call, n):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        call()
+    return (time.perf_counter() - t0) / n
 
 
 @dataclasses.dataclass
@@ -329,22 +328,42 @@ class Outcome:
     error: str = ""
 
 
-def run_one(solver, p, repeats, target):
-    out = Outcome()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            call, extract = solver.build(p)
-            t0 = time.perf_counter()
-            r = call()
-            out.compile_s = time.perf_counter() - t0
-            x, out.evals, out.status = extract(r)
-            out.cost = p.cost(x)
-            out.warm_s = time_warm(call, repeats, target)
-    except Exception as e:  # noqa: BLE001
-        out.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        traceback.print_exc(file=sys.stderr)
-    return out
+def _fail(out, e):
+    out.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    out.warm_s = math.nan
+    traceback.print_exc(file=sys.stderr)
+
+
+def run_problem(p, solvers, repeats, target):
+    """First call (compile) of every solver, then warm timing with the repeats
+    interleaved across solvers (repeat 1 of every solver, then repeat 2, ...), so a
+    burst of load on the shared machine does not land on one solver's samples only."""
+    outs = {s.key: Outcome() for s in solvers}
+    calls = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for s in solvers:
+            out = outs[s.key]
+            try:
+                call, extract = s.build(p)
+                t0 = time.perf_counter()
+                r = call()
+                out.compile_s = time.perf_counter() - t0
+                x, out.evals, out.status = extract(r)
+                out.cost = p.cost(x)
+                n, per = calibrate(call, target)
+                out.warm_s = per
+                calls[s.key] = (call, n)
+            except Exception as e:  # noqa: BLE001
+                _fail(out, e)
+        for _ in range(repeats):
+            for key, (call, n) in list(calls.items()):
+                try:
+                    outs[key].warm_s = min(outs[key].warm_s, time_n(call, n))
+                except Exception as e:  # noqa: BLE001
+                    _fail(outs[key], e)
+                    del calls[key]
+    return outs
 
 
 # ---------------------------------------------------------------------------
@@ -541,9 +560,7 @@ def main(argv=None):
     t_start = time.perf_counter()
     results = {}
     for p in problems:
-        results[p.name] = {}
-        for s in solvers:
-            results[p.name][s.key] = run_one(s, p, repeats, target)
+        results[p.name] = run_problem(p, solvers, repeats, target)
         o = results[p.name]
         print(f"[{time.perf_counter() - t_start:6.1f} s] {p.name:24s} "
               + "  ".join(f"{s.key}={_us(o[s.key].warm_s)}µs" for s in solvers),
@@ -567,7 +584,7 @@ def main(argv=None):
         "- SciPy: NumPy residuals, default `jac='2-point'` finite differences. "
         "JAX solvers: autodiff Jacobians (their defaults). jaxopt LM: default linear solver (CG).",
         f"- warm time: min over {repeats} repeats of the mean of N calls (N so that a repeat takes "
-        f"~{target} s), JAX results `block_until_ready`; first-call time: wall time of the first "
+        f"~{target} s; repeats interleaved across solvers), JAX results `block_until_ready`; first-call time: wall time of the first "
         "call of a freshly built jitted function / of `least_squares` with a new function object",
         "- `jaxopt_lsq (jit)`: `jax.jit(lambda x0, *data: least_squares(fun, x0, args=data))`; "
         "`jaxopt_lsq (call)`: `least_squares(fun_jnp, x0_numpy, args=...)` from Python",
