@@ -352,3 +352,16 @@ def test_python_float_args_do_not_retrace():
     first = len(calls)
     least_squares(fun, [0.5, 0.5], args=(4.0,))
     assert len(calls) == first
+
+
+def test_bounded_fewer_residuals_than_variables_follows_scipy():
+    # SciPy's rank test counts residuals only: with m < n no Gauss-Newton step is taken,
+    # even though the bounded case's augmented matrix has full column rank.
+    def fun(xp):
+        return lambda x: xp.stack([x[0] + 2 * x[1] - 1.0 + 0.1 * x[2] ** 2])
+
+    kw = dict(bounds=([0, 0, -1], [1, 1, 1]), jac="2-point")
+    res = least_squares(fun(jnp), [0.5, 0.5, 0.5], **kw)
+    ref = so.least_squares(fun(np), [0.5, 0.5, 0.5], **kw)
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-8)
+    assert res.nfev == ref.nfev and res.status == ref.status

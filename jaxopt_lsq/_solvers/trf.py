@@ -277,9 +277,10 @@ class TRF(AbstractSolver):
         return state.status != RUNNING
 
     def step(self, state, data):
+        # As in SciPy, the rank test counts the residuals only (not the rows that the
+        # bounded case's augmentation adds): with m < n no Gauss-Newton step is taken.
         m, n = state.J.shape
-        m_eff = m + n if self.bounded else m
-        p_h, alpha = solve_lsq_trust_region(n, m_eff, state.uf, state.s, state.V, state.Delta, state.alpha)
+        p_h, alpha = solve_lsq_trust_region(n, m, state.uf, state.s, state.V, state.Delta, state.alpha)
         if self.bounded:
             p = state.d * p_h
             step, step_h, predicted = select_step(
