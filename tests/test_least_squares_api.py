@@ -365,3 +365,25 @@ def test_bounded_fewer_residuals_than_variables_follows_scipy():
     ref = so.least_squares(fun(np), [0.5, 0.5, 0.5], **kw)
     np.testing.assert_allclose(res.x, ref.x, rtol=1e-8)
     assert res.nfev == ref.nfev and res.status == ref.status
+
+
+def test_kwargs_with_arrays_match_scipy():
+    def fun(xp):
+        def f(x, t, *, y, scale=1.0):
+            return scale * (x[0] + x[1] * xp.exp(x[2] * t) - y)
+        return f
+
+    res = least_squares(fun(jnp), [1.0, 1.0, -0.5], args=(T,), kwargs={"y": Y, "scale": 2.0})
+    ref = so.least_squares(fun(np), [1.0, 1.0, -0.5], args=(T,), kwargs={"y": Y, "scale": 2.0})
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-6)
+
+
+def test_callback_under_jit():
+    seen = []
+
+    def cb(intermediate_result):
+        seen.append(float(intermediate_result.cost))
+
+    res = jax.jit(lambda x0: least_squares(expfit(jnp), x0, args=(T, Y), callback=cb))(jnp.array([1.0, 1.0, -0.5]))
+    assert len(seen) >= 1 and seen == sorted(seen, reverse=True)
+    np.testing.assert_allclose(seen[-1], float(res.cost), rtol=1e-12)
