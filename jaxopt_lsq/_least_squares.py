@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _validate
 from ._host import host_call, is_dynamic, is_tracer, output_struct
+from ._implicit import implicit_solution
 from ._iterate import iterate
 from ._jacobian import ResidualFunction
 from ._result import OptimizeResult
@@ -84,19 +85,34 @@ def _compiled_solve(config):
     residuals = ResidualFunction(*residual_cfg)
     solver = TRF(residuals, *solver_cfg)
 
-    def run(x0, dyn, lb, ub, x_scale, f_scale, diff_step):
+    def data_of(theta):
+        dyn, lb, ub, x_scale, f_scale, diff_step = theta
         args, kwargs = eqx.combine(dyn, static.tree())
-        data = LsqData(lb=lb, ub=ub, x_scale=x_scale, f_scale=f_scale, diff_step=diff_step, args=args, kwargs=kwargs)
-        return iterate(solver, x0, data)
+        return LsqData(lb=lb, ub=ub, x_scale=x_scale, f_scale=f_scale, diff_step=diff_step, args=args, kwargs=kwargs)
 
-    def run_packed(*a):
+    def run(x0, theta):
+        return iterate(solver, x0, data_of(theta))
+
+    def cost(x, theta):
+        if residuals.fun_on_host:
+            raise TypeError(
+                "Differentiating a least_squares solution needs a JAX-traceable `fun`; "
+                "this one runs on the host through jax.pure_callback."
+            )
+        return solver.cost(x, data_of(theta))
+
+    solution = implicit_solution(
+        run, cost, lambda x, theta: solver.result_fields(x, data_of(theta)), lambda theta: (theta[1], theta[2])
+    )
+
+    def run_packed(x0, theta):
         # Eager calls: two buffers to bring to the host instead of ten small ones.
-        fields = run(*a)
+        fields = run(x0, theta)
         floats = jnp.concatenate([jnp.ravel(fields[k]) for k in _FLOAT_FIELDS])
         ints = jnp.concatenate([jnp.ravel(fields[k]).astype(jnp.int32) for k in _INT_FIELDS])
         return floats, ints
 
-    return jax.jit(run), jax.jit(run_packed)
+    return jax.jit(solution), jax.jit(run_packed)
 
 
 def _host_eval(fun, x0, args, kwargs):
@@ -347,11 +363,11 @@ def least_squares(
     else:
         diff_step_arr = jnp.broadcast_to(jnp.asarray(diff_step, dtype), (n,))
     solve, solve_packed = _compiled_solve((residual_cfg, solver_cfg, static))
-    data = (x0, dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr)
+    theta = (dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr)
     if traced:
-        fields = solve(*data)
+        fields = solve(x0, theta)
     else:
-        fields = _unpack(*jax.device_get(solve_packed(*data)), m, n)
+        fields = _unpack(*jax.device_get(solve_packed(x0, theta)), m, n)
         if fields["status"] == -4:
             raise ValueError("Residuals are not finite in the initial point.")
     return OptimizeResult({k: fields[k] for k in _FIELDS})

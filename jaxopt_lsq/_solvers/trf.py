@@ -214,11 +214,25 @@ class TRF(AbstractSolver):
             theta = jnp.ones((), x.dtype)
         return dict(d=d, g_h=d * g, diag_h=diag_h, J_h=J_h, uf=uf, s=s, V=Vt.T, theta=theta, g_norm=g_norm)
 
-    def _at_point(self, x, f_true, data, scale_inv_old):
-        """Jacobian, loss rescaling, gradient, scaling and subproblem at an accepted x."""
+    def _evaluate(self, x, f_true, data):
+        """Cost, loss-rescaled Jacobian and residuals, and gradient at ``x``."""
         J = self.residuals.jacobian(x, f_true, data.args, data.kwargs, data.lb, data.ub, data.diff_step)
         cost, J, f = self._loss_scaled(J, f_true, data)
-        g = J.T @ f
+        return cost, J, f, J.T @ f
+
+    def cost(self, x, data):
+        """The objective being minimised (for implicit differentiation)."""
+        return self._cost(self.residuals(x, data.args, data.kwargs), data)
+
+    def result_fields(self, x, data):
+        """The differentiable result fields as functions of the solution ``x``."""
+        f_true = self.residuals(x, data.args, data.kwargs)
+        cost, J, _, g = self._evaluate(x, f_true, data)
+        return dict(cost=cost, fun=f_true, jac=J, grad=g)
+
+    def _at_point(self, x, f_true, data, scale_inv_old):
+        """Jacobian, loss rescaling, gradient, scaling and subproblem at an accepted x."""
+        cost, J, f, g = self._evaluate(x, f_true, data)
         if self.jac_scale:
             col = jnp.sqrt(jnp.sum(J**2, axis=0))
             scale_inv = jnp.where(col == 0, 1.0, col) if scale_inv_old is None else jnp.maximum(col, scale_inv_old)
