@@ -326,6 +326,8 @@ def least_squares(
             jshape = J0.shape
         else:
             jshape = getattr(jout, "shape", None)
+        if jshape is not None and len(jshape) < 2:
+            jshape = (1,) * (2 - len(jshape)) + tuple(jshape)  # SciPy applies atleast_2d
         if jshape != (m, n):
             raise ValueError(f"The return value of `jac` has wrong shape: expected {(m, n)}, actual {jshape}.")
         jac_opt = _densify(jac) if jac_on_host else jac

@@ -387,3 +387,12 @@ def test_callback_under_jit():
     res = jax.jit(lambda x0: least_squares(expfit(jnp), x0, args=(T, Y), callback=cb))(jnp.array([1.0, 1.0, -0.5]))
     assert len(seen) >= 1 and seen == sorted(seen, reverse=True)
     np.testing.assert_allclose(seen[-1], float(res.cost), rtol=1e-12)
+
+
+@pytest.mark.parametrize("host", [False, True])
+def test_one_dimensional_jacobian_is_atleast_2d_like_scipy(host):
+    xp = np if host else jnp
+    res = least_squares(lambda x: xp.stack([x[0] ** 2 - 2.0]), [1.0], jac=lambda x: xp.stack([2 * x[0]]))
+    ref = so.least_squares(lambda x: np.array([x[0] ** 2 - 2.0]), [1.0], jac=lambda x: np.array([2 * x[0]]))
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-10)
+    assert res.nfev == ref.nfev
