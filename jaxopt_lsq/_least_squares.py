@@ -15,6 +15,7 @@ from ._host import host_call, is_dynamic, is_tracer, output_struct
 from ._implicit import implicit_solution
 from ._iterate import iterate
 from ._jacobian import ResidualFunction
+from ._kernels.bounds import make_strictly_feasible
 from ._result import OptimizeResult
 from ._solvers.trf import TRF, LsqData
 
@@ -86,9 +87,11 @@ def _compiled_solve(config):
     solver = TRF(residuals, *solver_cfg)
 
     def data_of(theta):
-        dyn, lb, ub, x_scale, f_scale, diff_step = theta
+        dyn, lb, ub, x_scale, f_scale, diff_step, f0 = theta
         args, kwargs = eqx.combine(dyn, static.tree())
-        return LsqData(lb=lb, ub=ub, x_scale=x_scale, f_scale=f_scale, diff_step=diff_step, args=args, kwargs=kwargs)
+        return LsqData(
+            lb=lb, ub=ub, x_scale=x_scale, f_scale=f_scale, diff_step=diff_step, args=args, kwargs=kwargs, f0=f0
+        )
 
     def run(x0, theta):
         return iterate(solver, x0, data_of(theta))
@@ -308,7 +311,12 @@ def least_squares(
         m = int(np.prod(out.shape)) if out.shape else 1
         fun_on_host = False
     else:
-        f0, eager = _host_eval(fun, x0, args, kwargs)
+        # SciPy evaluates at the strictly feasible x0 (trf); so do we, once, and hand the
+        # residuals to the solver.
+        x0_eval = x0
+        if bounded and not traced:
+            x0_eval = np.asarray(make_strictly_feasible(jnp.asarray(x0), jnp.asarray(lb), jnp.asarray(ub)))
+        f0, eager = _host_eval(fun, x0_eval, args, kwargs)
         if f0.ndim != 1:
             raise ValueError(f"`fun` must return at most 1-d array_like. f0.shape: {f0.shape}")
         if eager and not np.all(np.isfinite(f0)):
@@ -365,7 +373,8 @@ def least_squares(
     else:
         diff_step_arr = jnp.broadcast_to(jnp.asarray(diff_step, dtype), (n,))
     solve, solve_packed = _compiled_solve((residual_cfg, solver_cfg, static))
-    theta = (dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr)
+    f0_arr = f0.astype(dtype) if fun_on_host and not traced else None
+    theta = (dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr, f0_arr)
     if traced:
         fields = solve(x0, theta)
     else:

@@ -396,3 +396,25 @@ def test_one_dimensional_jacobian_is_atleast_2d_like_scipy(host):
     ref = so.least_squares(lambda x: np.array([x[0] ** 2 - 2.0]), [1.0], jac=lambda x: np.array([2 * x[0]]))
     np.testing.assert_allclose(res.x, ref.x, rtol=1e-10)
     assert res.nfev == ref.nfev
+
+
+@pytest.mark.parametrize("bounds", [(-np.inf, np.inf), ([-np.inf, 1.5], np.inf), ([2.0, -np.inf], np.inf)])
+def test_numpy_function_call_count_matches_scipy(bounds):
+    """A NumPy fun is called exactly as often as SciPy calls it (after the one-time
+    traceability probe of a new function object)."""
+
+    class Counted:
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, x):
+            self.calls += 1
+            return np.array([10 * (x[1] - x[0] ** 2), 1 - x[0]])
+
+    ours, theirs = Counted(), Counted()
+    least_squares(ours, [2.0, 2.0], bounds=bounds)  # first use: probes traceability once
+    ours.calls = 0
+    res = least_squares(ours, [2.0, 2.0], bounds=bounds)
+    ref = so.least_squares(theirs, [2.0, 2.0], bounds=bounds)
+    assert res.nfev == ref.nfev
+    assert ours.calls == theirs.calls

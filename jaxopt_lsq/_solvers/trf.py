@@ -74,6 +74,7 @@ class LsqData(eqx.Module):
     diff_step: Any  # None or array
     args: Any
     kwargs: Any
+    f0: Any = None  # residuals at the (strictly feasible) x0, when already evaluated on the host
 
 
 class TRFState(eqx.Module):
@@ -247,7 +248,8 @@ class TRF(AbstractSolver):
         feasible = in_bounds(x0, data.lb, data.ub)
         if self.bounded:
             x0 = make_strictly_feasible(x0, data.lb, data.ub)
-        f0 = self.residuals(x0, data.args, data.kwargs)
+        # A NumPy `fun` was already called at x0 on the host: do not call it again.
+        f0 = self.residuals(x0, data.args, data.kwargs) if data.f0 is None else data.f0
         pt = self._at_point(x0, f0, data, None)
         if self.bounded:
             v, dv = cl_scaling_vector(x0, pt["g"], data.lb, data.ub)
