@@ -13,6 +13,8 @@ recompile) and everything else (kept static, passed through unchanged).
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 import weakref
 
 import equinox as eqx
@@ -83,6 +85,28 @@ def is_tracer(*trees):
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
 
 
+# Exceptions raised by a host function. An eager solve opens a scope: the first exception
+# is recorded, later host calls of that solve return NaN at once, and the facade re-raises
+# the user's own exception when the solve returns (SciPy's behaviour). Without a scope
+# (inside a user's jax.jit) nothing can raise: the residuals are treated as non-finite
+# and a RuntimeWarning says why. Eager solves are synchronous, so the innermost scope is
+# the running solve.
+_SCOPES: list = []
+
+
+@contextlib.contextmanager
+def reraise_host_errors():
+    """Run an eager solve; afterwards re-raise the first exception a host function raised."""
+    errors: list = []
+    _SCOPES.append(errors)
+    try:
+        yield
+    finally:
+        _SCOPES.remove(errors)
+    if errors:
+        raise errors[0]
+
+
 def host_call(fun, x, args, kwargs, out_shape, out_dtype):
     """Evaluate a NumPy function inside a trace through :func:`jax.pure_callback`.
 
@@ -95,9 +119,25 @@ def host_call(fun, x, args, kwargs, out_shape, out_dtype):
     dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
     def callback(x_, dyn_):
+        scope = _SCOPES[-1] if _SCOPES else None
+        if scope:  # this solve already failed: stop calling the user's function
+            return np.full(out_shape, np.nan, dtype)
         a, k = eqx.combine(dyn_, static)
-        out = np.atleast_1d(np.asarray(fun(np.asarray(x_), *a, **k)))
-        return np.asarray(out, dtype=dtype).reshape(out_shape)
+        try:
+            out = fun(np.asarray(x_), *a, **k)
+            out = out.toarray() if hasattr(out, "toarray") else out
+            return np.asarray(np.atleast_1d(np.asarray(out)), dtype=dtype).reshape(out_shape)
+        except Exception as e:  # noqa: BLE001 - re-raised by the eager facade
+            if scope is not None:
+                scope.append(e)
+            else:
+                warnings.warn(
+                    f"{getattr(fun, '__name__', 'the function')} raised {e!r} inside a JAX transformation; "
+                    "its output is treated as non-finite.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return np.full(out_shape, np.nan, dtype)
 
     return jax.pure_callback(
         callback, jax.ShapeDtypeStruct(out_shape, dtype), x, dyn, vmap_method="sequential"

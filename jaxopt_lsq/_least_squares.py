@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate
-from ._host import host_call, is_dynamic, is_tracer, output_struct
+from ._host import host_call, is_dynamic, is_tracer, output_struct, reraise_host_errors
 from ._implicit import implicit_solution
 from ._iterate import iterate
 from ._jacobian import ResidualFunction
@@ -129,14 +129,19 @@ def _host_eval(fun, x0, args, kwargs):
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return np.atleast_1d(np.asarray(fun(np.asarray(x), *a, **k))), False
+                return _as_array(fun(np.asarray(x), *a, **k)), False
         except Exception as e:  # noqa: BLE001
             raise ValueError(
                 "`fun` cannot be traced by JAX, and inside jax.jit/jax.vmap its output shape "
                 "could not be determined by calling it with placeholder values. Make `fun` "
                 "JAX-traceable (use jax.numpy) or call least_squares outside the transformation."
             ) from e
-    return np.atleast_1d(np.asarray(fun(np.asarray(x0), *args, **kwargs))), True
+    return _as_array(fun(np.asarray(x0), *args, **kwargs)), True
+
+
+def _as_array(out):
+    """A host function's output as an array (a scipy.sparse matrix is densified)."""
+    return np.atleast_1d(np.asarray(out.toarray() if hasattr(out, "toarray") else out))
 
 
 def least_squares(
@@ -330,7 +335,7 @@ def least_squares(
         jout = output_struct(jac, x_struct, args, kwargs)
         if jout is None:
             jac_on_host = True
-            J0, _ = _host_eval(_densify(jac), x0, args, kwargs)
+            J0, _ = _host_eval(jac, x0, args, kwargs)
             jshape = J0.shape
         else:
             jshape = getattr(jout, "shape", None)
@@ -338,7 +343,7 @@ def least_squares(
             jshape = (1,) * (2 - len(jshape)) + tuple(jshape)  # SciPy applies atleast_2d
         if jshape != (m, n):
             raise ValueError(f"The return value of `jac` has wrong shape: expected {(m, n)}, actual {jshape}.")
-        jac_opt = _densify(jac) if jac_on_host else jac
+        jac_opt = jac
     elif jac is None:
         jac_opt = "2-point" if fun_on_host else None
     else:
@@ -378,35 +383,12 @@ def least_squares(
     if traced:
         fields = solve(x0, theta)
     else:
-        fields = _unpack(*jax.device_get(solve_packed(x0, theta)), m, n)
+        with reraise_host_errors():
+            fields = _unpack(*jax.device_get(solve_packed(x0, theta)), m, n)
         if fields["status"] == -4:
             raise ValueError("Residuals are not finite in the initial point.")
     return OptimizeResult({k: fields[k] for k in _FIELDS})
 
-
-def _densify(jac):
-    """Wrap a host ``jac`` so that sparse matrices come back dense."""
-    if getattr(jac, "_jaxopt_lsq_densified", False):
-        return jac
-    cached = _DENSIFIED.get(jac)
-    if cached is not None:
-        return cached
-
-    def dense_jac(x, *a, **k):
-        J = jac(x, *a, **k)
-        return J.toarray() if hasattr(J, "toarray") else J
-
-    dense_jac._jaxopt_lsq_densified = True
-    try:
-        _DENSIFIED[jac] = dense_jac
-    except TypeError:
-        pass
-    return dense_jac
-
-
-import weakref  # noqa: E402
-
-_DENSIFIED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 # SciPy's order of the result's fields, and how eager results travel to the host.
 _FIELDS = ("x", "cost", "fun", "jac", "grad", "optimality", "active_mask", "nfev", "njev", "status")

@@ -418,3 +418,41 @@ def test_numpy_function_call_count_matches_scipy(bounds):
     ref = so.least_squares(theirs, [2.0, 2.0], bounds=bounds)
     assert res.nfev == ref.nfev
     assert ours.calls == theirs.calls
+
+
+def test_exception_in_numpy_function_propagates_like_scipy():
+    class Fails:
+        calls = 0
+
+        def __call__(self, x):
+            self.calls += 1
+            if self.calls == 6:
+                raise ZeroDivisionError("boom")
+            return np.array([10 * (x[1] - x[0] ** 2), 1 - x[0]])
+
+    f = Fails()
+    with pytest.raises(ZeroDivisionError, match="boom"):
+        least_squares(f, [-1.2, 1.0])
+    assert f.calls == 6  # stopped calling the function after it raised
+    with pytest.raises(ZeroDivisionError, match="boom"):
+        so.least_squares(Fails(), [-1.2, 1.0])
+
+
+def test_exception_in_numpy_function_under_jit_warns_and_is_not_a_success():
+    def fun(x):
+        if x[0] > 0.5:
+            raise ValueError("outside the model's domain")
+        return np.array([10 * (x[1] - x[0] ** 2), 1 - x[0]])
+
+    with pytest.warns(RuntimeWarning, match="outside the model's domain"):
+        res = jax.jit(lambda x0: least_squares(fun, x0))(jnp.array([-1.2, 1.0]))
+    # The failing trials count as non-finite residuals (the region shrinks, as in SciPy).
+    assert float(res.x[0]) <= 0.5
+
+
+def test_sparse_jacobian_from_numpy_jac_is_densified():
+    import scipy.sparse as sp
+
+    res = least_squares(rosen(np), [2.0, 2.0], jac=lambda x: sp.csr_matrix(rosen_jac(np)(x)))
+    ref = so.least_squares(rosen(np), [2.0, 2.0], jac=rosen_jac(np))
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-10)
