@@ -15,7 +15,12 @@ from ._host import host_call, is_dynamic, is_tracer, output_struct
 from ._iterate import iterate
 from ._jacobian import ResidualFunction
 from ._result import OptimizeResult
+from ._solvers.dogbox import Dogbox
+from ._solvers.lm import LM
 from ._solvers.trf import TRF, LsqData
+
+# The solver class for each `method`; all take the same settings (see `solver_cfg`).
+_SOLVERS = {"trf": TRF, "dogbox": Dogbox, "lm": LM}
 
 
 class _Static:
@@ -80,9 +85,9 @@ def _compiled_solve(config):
     Data (``x0``, bounds, scales, array leaves of ``args``/``kwargs``) are arguments of
     the returned function, so new values reuse its compilation.
     """
-    residual_cfg, solver_cfg, static = config
+    method, residual_cfg, solver_cfg, static = config
     residuals = ResidualFunction(*residual_cfg)
-    solver = TRF(residuals, *solver_cfg)
+    solver = _SOLVERS[method](residuals, *solver_cfg)
 
     def run(x0, dyn, lb, ub, x_scale, f_scale, diff_step):
         args, kwargs = eqx.combine(dyn, static.tree())
@@ -264,9 +269,7 @@ def least_squares(
     kwargs = {} if kwargs is None else dict(kwargs)
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
     _validate.check_least_squares_options(method, jac, tr_solver, loss, verbose, max_nfev)
-    if method != "trf":
-        raise NotImplementedError(f"method={method!r} is not available in this release of jaxopt_lsq; use 'trf'.")
-    if tr_solver == "lsmr" or jac_sparsity is not None:
+    if method != "lm" and (tr_solver == "lsmr" or jac_sparsity is not None):
         raise NotImplementedError(
             "tr_solver='lsmr' and `jac_sparsity` are not available in this release of jaxopt_lsq; "
             "use the default exact (SVD) subproblem solver with a dense Jacobian."
@@ -299,6 +302,12 @@ def least_squares(
             raise ValueError("Residuals are not finite in the initial point.")
         m = f0.size
         fun_on_host = True
+    if method == "lm" and m < n:
+        raise ValueError(
+            "Method 'lm' doesn't work when the number of residuals is less than the number of variables."
+        )
+    if method == "lm" and jac_sparsity is not None and not callable(jac):
+        raise ValueError("method='lm' does not support `jac_sparsity`.")
 
     # --- the Jacobian --------------------------------------------------------------------
     jac_on_host = False
@@ -335,7 +344,10 @@ def least_squares(
         if lshape != (3, m):
             raise ValueError("The return value of `loss` callable has wrong shape.")
 
-    # Field order of ResidualFunction and TRF.
+    if method == "lm" and callback is not None:
+        warnings.warn("Callback function specified, but not supported with `lm` method.", stacklevel=2)
+        callback = None
+    # Field order of ResidualFunction and of the solvers (TRF, Dogbox, LM).
     residual_cfg = (fun, jac_opt, fun_on_host, jac_on_host, m, dtype, bounded)
     solver_cfg = (loss_opt, ftol, xtol, gtol, int(max_nfev), jac_scale, bounded, int(verbose), callback)
     dyn, static = _split_data(args, kwargs)
@@ -346,7 +358,7 @@ def least_squares(
         diff_step_arr = np.broadcast_to(np.asarray(diff_step, dtype), (n,))
     else:
         diff_step_arr = jnp.broadcast_to(jnp.asarray(diff_step, dtype), (n,))
-    solve, solve_packed = _compiled_solve((residual_cfg, solver_cfg, static))
+    solve, solve_packed = _compiled_solve((method, residual_cfg, solver_cfg, static))
     data = (x0, dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr)
     if traced:
         fields = solve(*data)
@@ -354,6 +366,9 @@ def least_squares(
         fields = _unpack(*jax.device_get(solve_packed(*data)), m, n)
         if fields["status"] == -4:
             raise ValueError("Residuals are not finite in the initial point.")
+    if method == "lm" and not callable(jac):
+        # SciPy: no Jacobian evaluations to count when they are not the user's.
+        fields["njev"] = None
     return OptimizeResult({k: fields[k] for k in _FIELDS})
 
 
