@@ -187,9 +187,10 @@ def least_squares(
         bounds on some variables. Any object with ``lb`` and ``ub`` attributes (such as
         :class:`scipy.optimize.Bounds`) is accepted.
     method : {'trf', 'dogbox', 'lm'}, optional
-        Algorithm. ``'trf'`` (default): Trust Region Reflective, suitable for large
-        sparse problems with bounds and a robust choice in general. ``'dogbox'`` and
-        ``'lm'`` are not available in this release and raise ``NotImplementedError``.
+        Algorithm. ``'trf'`` (default): Trust Region Reflective, a robust choice in
+        general. ``'dogbox'``: dogleg with rectangular trust regions, for small problems
+        with bounds. ``'lm'``: Levenberg-Marquardt as in MINPACK's ``lmder``; no bounds,
+        only the linear loss, and ``m >= n`` (SciPy's errors otherwise).
     ftol, xtol, gtol : float or None, optional
         Tolerances for termination by the change of the cost function, the change of
         the independent variables and the norm of the (scaled) gradient, with SciPy's
@@ -198,7 +199,7 @@ def least_squares(
         raised to it (the tests cannot resolve finer changes).
     x_scale : None, array_like or 'jac', optional
         Characteristic scale of each variable. ``None`` (default) means 1 for
-        ``'trf'``; ``'jac'`` uses the inverse norms of the Jacobian's columns,
+        ``'trf'`` and ``'dogbox'`` and ``'jac'`` for ``'lm'``; ``'jac'`` uses the inverse norms of the Jacobian's columns,
         updated as in SciPy (Moré 1977).
     loss : str or callable, optional
         ``'linear'`` (default), ``'soft_l1'``, ``'huber'``, ``'cauchy'``, ``'arctan'``,
@@ -216,10 +217,13 @@ def least_squares(
     jac_sparsity : None, optional
         Sparsity structure for finite differences; not available in this release.
     max_nfev : None or int, optional
-        Maximum number of function evaluations (default ``100 * n`` for ``'trf'``).
+        Maximum number of function evaluations (default ``100 * n``, every method).
         Evaluations made for finite-difference Jacobians are not counted, as in SciPy.
+        For ``'lm'`` the test comes after a trial, as in MINPACK (``max_nfev=1`` still
+        makes one trial).
     verbose : {0, 1, 2}, optional
-        0: silent; 1: final report; 2: SciPy's iteration table. Printed through
+        0: silent; 1: final report; 2: SciPy's iteration table (not for ``'lm'``,
+        as in SciPy). Printed through
         :func:`jax.debug.callback`, so it also works inside ``jax.jit``.
     args, kwargs : tuple and dict, optional
         Extra arguments passed to ``fun`` and ``jac``. Arrays (and Python floats) are
@@ -230,6 +234,7 @@ def least_squares(
         argument of that name, an `OptimizeResult` with ``x``, ``fun``, ``nit``,
         ``nfev``, ``cost``) or ``callback(x)``. Raising ``StopIteration`` stops the
         solve with status -2. Runs on the host via :func:`jax.experimental.io_callback`.
+        Not supported by ``'lm'`` (a warning, and the callback is ignored, as in SciPy).
     workers : map-like callable, optional
         Accepted for compatibility with SciPy and ignored: finite differences of a
         traceable ``fun`` are evaluated in one vectorised call, those of a NumPy
@@ -241,7 +246,8 @@ def least_squares(
         With SciPy's fields ``x, cost, fun, jac, grad, optimality, active_mask, nfev,
         njev, status, message, success``. Called eagerly, array fields are NumPy arrays
         and counters are Python ints, as in SciPy. Inside a JAX transformation they are
-        JAX arrays; ``message`` is filled in once ``status`` is concrete.
+        JAX arrays; ``message`` is filled in once ``status`` is concrete. For
+        ``'lm'``, ``njev`` is ``None`` unless ``jac`` is a callable (SciPy's rule).
 
         ``status``: -2 stopped by ``callback``; 0 ``max_nfev`` exceeded; 1 ``gtol``;
         2 ``ftol``; 3 ``xtol``; 4 ``ftol`` and ``xtol``. Codes only seen inside a JAX
@@ -251,10 +257,13 @@ def least_squares(
 
     Notes
     -----
-    Algorithm: M. A. Branch, T. F. Coleman, Y. Li, "A Subspace, Interior, and Conjugate
-    Gradient Method for Large-Scale Bound-Constrained Minimization Problems", SIAM J.
-    Sci. Comput. 21(1), 1999, with the exact subproblem solver of J. J. Moré, "The
-    Levenberg-Marquardt Algorithm: Implementation and Theory", 1977.
+    Algorithms: ``'trf'``: M. A. Branch, T. F. Coleman, Y. Li, "A Subspace, Interior,
+    and Conjugate Gradient Method for Large-Scale Bound-Constrained Minimization
+    Problems", SIAM J. Sci. Comput. 21(1), 1999, with the exact subproblem solver of
+    J. J. Moré, "The Levenberg-Marquardt Algorithm: Implementation and Theory", 1977.
+    ``'dogbox'``: C. Voglis and I. E. Lagaris, "A Rectangular Trust Region Dogleg
+    Approach for Unconstrained and Bound Constrained Nonlinear Optimization", 2004.
+    ``'lm'``: Moré (1977) as implemented in MINPACK (column-pivoted QR, ``lmpar``).
 
     Examples
     --------
