@@ -177,11 +177,12 @@ def test_nist_certified_values(method, name, start):
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         ref = so.least_squares(nist.residual_fun(name, np), x0, args=args, method=method)
-    res = least_squares(_nist_fun(name), x0, args=args, method=method)
     # From the far start (start 1) of the hard datasets, the methods stop at other local
     # minima or run out of evaluations, with either Jacobian; only SciPy's successes bind.
-    if rel_err(ref.x, ds) < 1e-6:
-        assert rel_err(res.x, ds) < 1e-6, (rel_err(res.x, ds), rel_err(ref.x, ds))
+    if rel_err(ref.x, ds) >= 1e-6:
+        pytest.skip(f"SciPy's {method} does not reach the certified values from start {start}")
+    res = least_squares(_nist_fun(name), x0, args=args, method=method)
+    assert rel_err(res.x, ds) < 1e-6, (rel_err(res.x, ds), rel_err(ref.x, ds))
 
 
 # --------------------------------------------------------------------------------------
@@ -323,3 +324,47 @@ def test_verbose_output_like_scipy(method, capsys):
     assert len(out.splitlines()) == len(ref.splitlines())
     assert out.splitlines()[-2] == ref.splitlines()[-2]
     assert out.splitlines()[-1].split(", final")[0] == ref.splitlines()[-1].split(", final")[0]
+
+
+@pytest.mark.parametrize("method", ["dogbox", "lm"])
+def test_no_retrace_on_new_data(method):
+    calls = []
+
+    def fun(x, t, y):
+        calls.append(1)  # runs only while JAX traces
+        return x[0] + x[1] * jnp.exp(x[2] * t) - y
+
+    least_squares(fun, X0, args=(T, Y), method=method)
+    n_traced = len(calls)
+    for k in range(3):
+        res = least_squares(fun, X0 + 0.1 * k, args=(T, Y * (1 + 0.1 * k)), method=method)
+        assert res.success
+    assert len(calls) == n_traced > 0, "new data of the same shapes must not retrace"
+
+
+@pytest.mark.parametrize("method", ["dogbox", "lm"])
+def test_nan_mid_solve_like_scipy(method):
+    """A non-finite trial is a failed step (dogbox: radius shrinks; lm: MINPACK's rules)."""
+
+    def fun(xp):
+        def f(x):
+            bad = x[0] > 1.5
+            return xp.where(bad, xp.nan, 1.0) * xp.stack([10 * (x[1] - x[0] ** 2), 1 - x[0]])
+
+        return f
+
+    jac = lambda xp: lambda x: xp.stack([xp.stack([-20 * x[0], 10 + 0 * x[0]]), xp.stack([-1 + 0 * x[0], 0 * x[0]])])  # noqa: E731
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = so.least_squares(fun(np), [-1.2, 1.0], jac=jac(np), method=method)
+    res = least_squares(fun(jnp), [-1.2, 1.0], jac=jac(jnp), method=method)
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-6, atol=1e-8)
+    assert res.status == ref.status
+    assert abs(res.nfev - ref.nfev) <= 2, (res.nfev, ref.nfev)
+
+
+def test_traced_invalid_inputs_report_status():
+    res = jax.jit(lambda x0: least_squares(_rosen(jnp), x0, bounds=(0, 1), method="dogbox"))(jnp.array([2.0, 2.0]))
+    assert int(res.status) == -5 and not bool(res.success)
+    res = jax.jit(lambda x0: least_squares(lambda x: jnp.log(x), x0, method="lm"))(jnp.array([-1.0, 1.0]))
+    assert int(res.status) == -4
