@@ -5,8 +5,10 @@ Same names, arguments, defaults, result fields, status codes and error messages 
 ``jax.vmap`` and in float32 or float64.
 """
 
+from ._curve_fit import OptimizeWarning as OptimizeWarning
+from ._curve_fit import curve_fit as curve_fit
 from ._least_squares import least_squares as least_squares
 from ._result import OptimizeResult as OptimizeResult
 
 __version__ = "0.1.0"
-__all__ = ["least_squares", "OptimizeResult"]
+__all__ = ["least_squares", "curve_fit", "OptimizeResult", "OptimizeWarning"]

@@ -12,8 +12,10 @@ import numpy as np
 
 from . import _validate
 from ._host import host_call, is_dynamic, is_tracer, output_struct
+from ._implicit import implicit_solution
 from ._iterate import iterate
 from ._jacobian import ResidualFunction
+from ._kernels.bounds import make_strictly_feasible
 from ._result import OptimizeResult
 from ._solvers.dogbox import Dogbox
 from ._solvers.lm import LM
@@ -89,19 +91,36 @@ def _compiled_solve(config):
     residuals = ResidualFunction(*residual_cfg)
     solver = _SOLVERS[method](residuals, *solver_cfg)
 
-    def run(x0, dyn, lb, ub, x_scale, f_scale, diff_step):
+    def data_of(theta):
+        dyn, lb, ub, x_scale, f_scale, diff_step, f0 = theta
         args, kwargs = eqx.combine(dyn, static.tree())
-        data = LsqData(lb=lb, ub=ub, x_scale=x_scale, f_scale=f_scale, diff_step=diff_step, args=args, kwargs=kwargs)
-        return iterate(solver, x0, data)
+        return LsqData(
+            lb=lb, ub=ub, x_scale=x_scale, f_scale=f_scale, diff_step=diff_step, args=args, kwargs=kwargs, f0=f0
+        )
 
-    def run_packed(*a):
+    def run(x0, theta):
+        return iterate(solver, x0, data_of(theta))
+
+    def cost(x, theta):
+        if residuals.fun_on_host:
+            raise TypeError(
+                "Differentiating a least_squares solution needs a JAX-traceable `fun`; "
+                "this one runs on the host through jax.pure_callback."
+            )
+        return solver.cost(x, data_of(theta))
+
+    solution = implicit_solution(
+        run, cost, lambda x, theta: solver.result_fields(x, data_of(theta)), lambda theta: (theta[1], theta[2])
+    )
+
+    def run_packed(x0, theta):
         # Eager calls: two buffers to bring to the host instead of ten small ones.
-        fields = run(*a)
+        fields = run(x0, theta)
         floats = jnp.concatenate([jnp.ravel(fields[k]) for k in _FLOAT_FIELDS])
         ints = jnp.concatenate([jnp.ravel(fields[k]).astype(jnp.int32) for k in _INT_FIELDS])
         return floats, ints
 
-    return jax.jit(run), jax.jit(run_packed)
+    return jax.jit(solution), jax.jit(run_packed)
 
 
 def _host_eval(fun, x0, args, kwargs):
@@ -304,7 +323,12 @@ def least_squares(
         m = int(np.prod(out.shape)) if out.shape else 1
         fun_on_host = False
     else:
-        f0, eager = _host_eval(fun, x0, args, kwargs)
+        # SciPy evaluates at the strictly feasible x0 (trf; dogbox starts at x0 itself); so
+        # do we, once, and hand the residuals to the solver.
+        x0_eval = x0
+        if bounded and not traced and method == "trf":
+            x0_eval = np.asarray(make_strictly_feasible(jnp.asarray(x0), jnp.asarray(lb), jnp.asarray(ub)))
+        f0, eager = _host_eval(fun, x0_eval, args, kwargs)
         if f0.ndim != 1:
             raise ValueError(f"`fun` must return at most 1-d array_like. f0.shape: {f0.shape}")
         if eager and not np.all(np.isfinite(f0)):
@@ -328,6 +352,8 @@ def least_squares(
             jshape = J0.shape
         else:
             jshape = getattr(jout, "shape", None)
+        if jshape is not None and len(jshape) < 2:
+            jshape = (1,) * (2 - len(jshape)) + tuple(jshape)  # SciPy applies atleast_2d
         if jshape != (m, n):
             raise ValueError(f"The return value of `jac` has wrong shape: expected {(m, n)}, actual {jshape}.")
         jac_opt = _densify(jac) if jac_on_host else jac
@@ -368,11 +394,12 @@ def least_squares(
     else:
         diff_step_arr = jnp.broadcast_to(jnp.asarray(diff_step, dtype), (n,))
     solve, solve_packed = _compiled_solve((method, residual_cfg, solver_cfg, static))
-    data = (x0, dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr)
+    f0_arr = f0.astype(dtype) if fun_on_host and not traced else None
+    theta = (dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr, f0_arr)
     if traced:
-        fields = solve(*data)
+        fields = solve(x0, theta)
     else:
-        fields = _unpack(*jax.device_get(solve_packed(*data)), m, n)
+        fields = _unpack(*jax.device_get(solve_packed(x0, theta)), m, n)
         if fields["status"] == -4:
             raise ValueError("Residuals are not finite in the initial point.")
     if method == "lm" and not callable(jac):

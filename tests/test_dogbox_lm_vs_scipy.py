@@ -368,3 +368,21 @@ def test_traced_invalid_inputs_report_status():
     assert int(res.status) == -5 and not bool(res.success)
     res = jax.jit(lambda x0: least_squares(lambda x: jnp.log(x), x0, method="lm"))(jnp.array([-1.0, 1.0]))
     assert int(res.status) == -4
+
+
+@pytest.mark.parametrize("method,bounds", [("dogbox", (-np.inf, np.inf)), ("dogbox", ([0.6, -np.inf, -np.inf], np.inf)),
+                                           ("lm", (-np.inf, np.inf))])
+def test_implicit_derivative_matches_trf(method, bounds):
+    """The derivative of the solution with respect to the data depends only on the minimum
+    and its active set, so every method gives trf's (which is checked against re-solves)."""
+    tight = dict(xtol=1e-13, ftol=1e-13, gtol=1e-13)
+
+    def solve_x(y, method):
+        kw = dict(bounds=bounds) if method != "lm" else {}
+        return least_squares(_expfit, jnp.asarray(X0), args=(T, y), method=method, **tight, **kw).x
+
+    J = np.asarray(jax.jacrev(solve_x)(jnp.asarray(Y), method))
+    J_trf = np.asarray(jax.jacrev(solve_x)(jnp.asarray(Y), "trf"))
+    np.testing.assert_allclose(J, J_trf, rtol=1e-6, atol=1e-9)
+    if bounds[0] != -np.inf:
+        assert np.all(J[0] == 0)  # held at its bound

@@ -352,3 +352,69 @@ def test_python_float_args_do_not_retrace():
     first = len(calls)
     least_squares(fun, [0.5, 0.5], args=(4.0,))
     assert len(calls) == first
+
+
+def test_bounded_fewer_residuals_than_variables_follows_scipy():
+    # SciPy's rank test counts residuals only: with m < n no Gauss-Newton step is taken,
+    # even though the bounded case's augmented matrix has full column rank.
+    def fun(xp):
+        return lambda x: xp.stack([x[0] + 2 * x[1] - 1.0 + 0.1 * x[2] ** 2])
+
+    kw = dict(bounds=([0, 0, -1], [1, 1, 1]), jac="2-point")
+    res = least_squares(fun(jnp), [0.5, 0.5, 0.5], **kw)
+    ref = so.least_squares(fun(np), [0.5, 0.5, 0.5], **kw)
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-8)
+    assert res.nfev == ref.nfev and res.status == ref.status
+
+
+def test_kwargs_with_arrays_match_scipy():
+    def fun(xp):
+        def f(x, t, *, y, scale=1.0):
+            return scale * (x[0] + x[1] * xp.exp(x[2] * t) - y)
+        return f
+
+    res = least_squares(fun(jnp), [1.0, 1.0, -0.5], args=(T,), kwargs={"y": Y, "scale": 2.0})
+    ref = so.least_squares(fun(np), [1.0, 1.0, -0.5], args=(T,), kwargs={"y": Y, "scale": 2.0})
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-6)
+
+
+def test_callback_under_jit():
+    seen = []
+
+    def cb(intermediate_result):
+        seen.append(float(intermediate_result.cost))
+
+    res = jax.jit(lambda x0: least_squares(expfit(jnp), x0, args=(T, Y), callback=cb))(jnp.array([1.0, 1.0, -0.5]))
+    assert len(seen) >= 1 and seen == sorted(seen, reverse=True)
+    np.testing.assert_allclose(seen[-1], float(res.cost), rtol=1e-12)
+
+
+@pytest.mark.parametrize("host", [False, True])
+def test_one_dimensional_jacobian_is_atleast_2d_like_scipy(host):
+    xp = np if host else jnp
+    res = least_squares(lambda x: xp.stack([x[0] ** 2 - 2.0]), [1.0], jac=lambda x: xp.stack([2 * x[0]]))
+    ref = so.least_squares(lambda x: np.array([x[0] ** 2 - 2.0]), [1.0], jac=lambda x: np.array([2 * x[0]]))
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-10)
+    assert res.nfev == ref.nfev
+
+
+@pytest.mark.parametrize("bounds", [(-np.inf, np.inf), ([-np.inf, 1.5], np.inf), ([2.0, -np.inf], np.inf)])
+def test_numpy_function_call_count_matches_scipy(bounds):
+    """A NumPy fun is called exactly as often as SciPy calls it (after the one-time
+    traceability probe of a new function object)."""
+
+    class Counted:
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, x):
+            self.calls += 1
+            return np.array([10 * (x[1] - x[0] ** 2), 1 - x[0]])
+
+    ours, theirs = Counted(), Counted()
+    least_squares(ours, [2.0, 2.0], bounds=bounds)  # first use: probes traceability once
+    ours.calls = 0
+    res = least_squares(ours, [2.0, 2.0], bounds=bounds)
+    ref = so.least_squares(theirs, [2.0, 2.0], bounds=bounds)
+    assert res.nfev == ref.nfev
+    assert ours.calls == theirs.calls

@@ -100,6 +100,17 @@ class Dogbox(AbstractSolver):
     def max_steps(self):
         return self.max_nfev
 
+    def cost(self, x, data):
+        """The objective being minimised (for implicit differentiation)."""
+        return _loss.cost(self.loss, self.residuals(x, data.args, data.kwargs), data.f_scale)
+
+    def result_fields(self, x, data):
+        """The differentiable result fields as functions of the solution ``x``."""
+        f_true = self.residuals(x, data.args, data.kwargs)
+        J = self.residuals.jacobian(x, f_true, data.args, data.kwargs, data.lb, data.ub, data.diff_step)
+        cost, J, f = _loss.cost_and_scaled(self.loss, J, f_true, data.f_scale)
+        return dict(cost=cost, fun=f_true, jac=J, grad=J.T @ f)
+
     def _at_point(self, x, f_true, on_bound, data, scale_inv_old):
         """Jacobian, loss rescaling, free set, Gauss-Newton step and Cauchy model at x."""
         J = self.residuals.jacobian(x, f_true, data.args, data.kwargs, data.lb, data.ub, data.diff_step)
@@ -120,7 +131,8 @@ class Dogbox(AbstractSolver):
         dtype = x0.dtype
         feasible = in_bounds(x0, data.lb, data.ub)
         on_bound = jnp.where(x0 == data.lb, -1, jnp.where(x0 == data.ub, 1, 0)).astype(jnp.int32)
-        f0 = self.residuals(x0, data.args, data.kwargs)
+        # A NumPy `fun` was already called at x0 on the host: do not call it again.
+        f0 = self.residuals(x0, data.args, data.kwargs) if data.f0 is None else data.f0
         pt = self._at_point(x0, f0, on_bound, data, None)
         Delta = jnp.max(jnp.abs(x0 * pt["scale_inv"]))
         Delta = jnp.where(Delta == 0, 1.0, Delta).astype(dtype)

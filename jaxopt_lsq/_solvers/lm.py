@@ -101,6 +101,17 @@ class LM(AbstractSolver):
     def max_steps(self):
         return self.max_nfev
 
+    def cost(self, x, data):
+        """The objective being minimised (for implicit differentiation)."""
+        f = self.residuals(x, data.args, data.kwargs)
+        return 0.5 * jnp.dot(f, f)
+
+    def result_fields(self, x, data):
+        """The differentiable result fields as functions of the solution ``x``."""
+        f = self.residuals(x, data.args, data.kwargs)
+        J = self.residuals.jacobian(x, f, data.args, data.kwargs, data.lb, data.ub, data.diff_step)
+        return dict(cost=0.5 * jnp.dot(f, f), fun=f, jac=J, grad=J.T @ f)
+
     def _at_point(self, x, f, fnorm, xnorm, diag_old, data):
         """Jacobian, QR factorisation, gtol measure and (updated) scaling at x."""
         J = self.residuals.jacobian(x, f, data.args, data.kwargs, data.lb, data.ub, data.diff_step)
@@ -123,7 +134,8 @@ class LM(AbstractSolver):
 
     def init(self, x0, data):
         dtype = x0.dtype
-        f0 = self.residuals(x0, data.args, data.kwargs)
+        # A NumPy `fun` was already called at x0 on the host: do not call it again.
+        f0 = self.residuals(x0, data.args, data.kwargs) if data.f0 is None else data.f0
         fnorm = jnp.linalg.norm(f0)
         pt = self._at_point(x0, f0, fnorm, jnp.zeros((), dtype), None, data)
         xnorm = jnp.linalg.norm(pt["diag"] * x0)

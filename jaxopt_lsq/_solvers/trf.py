@@ -75,6 +75,7 @@ class LsqData(eqx.Module):
     diff_step: Any  # None or array
     args: Any
     kwargs: Any
+    f0: Any = None  # residuals at the (strictly feasible) x0, when already evaluated on the host
 
 
 class TRFState(eqx.Module):
@@ -211,11 +212,25 @@ class TRF(AbstractSolver):
             theta = jnp.ones((), x.dtype)
         return dict(d=d, g_h=d * g, diag_h=diag_h, J_h=J_h, uf=uf, s=s, V=Vt.T, theta=theta, g_norm=g_norm)
 
-    def _at_point(self, x, f_true, data, scale_inv_old):
-        """Jacobian, loss rescaling, gradient, scaling and subproblem at an accepted x."""
+    def _evaluate(self, x, f_true, data):
+        """Cost, loss-rescaled Jacobian and residuals, and gradient at ``x``."""
         J = self.residuals.jacobian(x, f_true, data.args, data.kwargs, data.lb, data.ub, data.diff_step)
         cost, J, f = self._loss_scaled(J, f_true, data)
-        g = J.T @ f
+        return cost, J, f, J.T @ f
+
+    def cost(self, x, data):
+        """The objective being minimised (for implicit differentiation)."""
+        return self._cost(self.residuals(x, data.args, data.kwargs), data)
+
+    def result_fields(self, x, data):
+        """The differentiable result fields as functions of the solution ``x``."""
+        f_true = self.residuals(x, data.args, data.kwargs)
+        cost, J, _, g = self._evaluate(x, f_true, data)
+        return dict(cost=cost, fun=f_true, jac=J, grad=g)
+
+    def _at_point(self, x, f_true, data, scale_inv_old):
+        """Jacobian, loss rescaling, gradient, scaling and subproblem at an accepted x."""
+        cost, J, f, g = self._evaluate(x, f_true, data)
         if self.jac_scale:
             scale_inv = compute_jac_scale(J, scale_inv_old)
         else:
@@ -229,7 +244,8 @@ class TRF(AbstractSolver):
         feasible = in_bounds(x0, data.lb, data.ub)
         if self.bounded:
             x0 = make_strictly_feasible(x0, data.lb, data.ub)
-        f0 = self.residuals(x0, data.args, data.kwargs)
+        # A NumPy `fun` was already called at x0 on the host: do not call it again.
+        f0 = self.residuals(x0, data.args, data.kwargs) if data.f0 is None else data.f0
         pt = self._at_point(x0, f0, data, None)
         if self.bounded:
             v, dv = cl_scaling_vector(x0, pt["g"], data.lb, data.ub)
@@ -273,9 +289,10 @@ class TRF(AbstractSolver):
         return state.status != RUNNING
 
     def step(self, state, data):
+        # As in SciPy, the rank test counts the residuals only (not the rows that the
+        # bounded case's augmentation adds): with m < n no Gauss-Newton step is taken.
         m, n = state.J.shape
-        m_eff = m + n if self.bounded else m
-        p_h, alpha = solve_lsq_trust_region(n, m_eff, state.uf, state.s, state.V, state.Delta, state.alpha)
+        p_h, alpha = solve_lsq_trust_region(n, m, state.uf, state.s, state.V, state.Delta, state.alpha)
         if self.bounded:
             p = state.d * p_h
             step, step_h, predicted = select_step(
