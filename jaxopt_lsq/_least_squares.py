@@ -17,7 +17,12 @@ from ._iterate import iterate
 from ._jacobian import ResidualFunction
 from ._kernels.bounds import make_strictly_feasible
 from ._result import OptimizeResult
+from ._solvers.dogbox import Dogbox
+from ._solvers.lm import LM
 from ._solvers.trf import TRF, LsqData
+
+# The solver class for each `method`; all take the same settings (see `solver_cfg`).
+_SOLVERS = {"trf": TRF, "dogbox": Dogbox, "lm": LM}
 
 
 class _Static:
@@ -82,9 +87,9 @@ def _compiled_solve(config):
     Data (``x0``, bounds, scales, array leaves of ``args``/``kwargs``) are arguments of
     the returned function, so new values reuse its compilation.
     """
-    residual_cfg, solver_cfg, static = config
+    method, residual_cfg, solver_cfg, static = config
     residuals = ResidualFunction(*residual_cfg)
-    solver = TRF(residuals, *solver_cfg)
+    solver = _SOLVERS[method](residuals, *solver_cfg)
 
     def data_of(theta):
         dyn, lb, ub, x_scale, f_scale, diff_step, f0 = theta
@@ -206,9 +211,10 @@ def least_squares(
         bounds on some variables. Any object with ``lb`` and ``ub`` attributes (such as
         :class:`scipy.optimize.Bounds`) is accepted.
     method : {'trf', 'dogbox', 'lm'}, optional
-        Algorithm. ``'trf'`` (default): Trust Region Reflective, suitable for large
-        sparse problems with bounds and a robust choice in general. ``'dogbox'`` and
-        ``'lm'`` are not available in this release and raise ``NotImplementedError``.
+        Algorithm. ``'trf'`` (default): Trust Region Reflective, a robust choice in
+        general. ``'dogbox'``: dogleg with rectangular trust regions, for small problems
+        with bounds. ``'lm'``: Levenberg-Marquardt as in MINPACK's ``lmder``; no bounds,
+        only the linear loss, and ``m >= n`` (SciPy's errors otherwise).
     ftol, xtol, gtol : float or None, optional
         Tolerances for termination by the change of the cost function, the change of
         the independent variables and the norm of the (scaled) gradient, with SciPy's
@@ -217,7 +223,7 @@ def least_squares(
         raised to it (the tests cannot resolve finer changes).
     x_scale : None, array_like or 'jac', optional
         Characteristic scale of each variable. ``None`` (default) means 1 for
-        ``'trf'``; ``'jac'`` uses the inverse norms of the Jacobian's columns,
+        ``'trf'`` and ``'dogbox'`` and ``'jac'`` for ``'lm'``; ``'jac'`` uses the inverse norms of the Jacobian's columns,
         updated as in SciPy (Moré 1977).
     loss : str or callable, optional
         ``'linear'`` (default), ``'soft_l1'``, ``'huber'``, ``'cauchy'``, ``'arctan'``,
@@ -235,10 +241,13 @@ def least_squares(
     jac_sparsity : None, optional
         Sparsity structure for finite differences; not available in this release.
     max_nfev : None or int, optional
-        Maximum number of function evaluations (default ``100 * n`` for ``'trf'``).
+        Maximum number of function evaluations (default ``100 * n``, every method).
         Evaluations made for finite-difference Jacobians are not counted, as in SciPy.
+        For ``'lm'`` the test comes after a trial, as in MINPACK (``max_nfev=1`` still
+        makes one trial).
     verbose : {0, 1, 2}, optional
-        0: silent; 1: final report; 2: SciPy's iteration table. Printed through
+        0: silent; 1: final report; 2: SciPy's iteration table (not for ``'lm'``,
+        as in SciPy). Printed through
         :func:`jax.debug.callback`, so it also works inside ``jax.jit``.
     args, kwargs : tuple and dict, optional
         Extra arguments passed to ``fun`` and ``jac``. Arrays (and Python floats) are
@@ -249,6 +258,7 @@ def least_squares(
         argument of that name, an `OptimizeResult` with ``x``, ``fun``, ``nit``,
         ``nfev``, ``cost``) or ``callback(x)``. Raising ``StopIteration`` stops the
         solve with status -2. Runs on the host via :func:`jax.experimental.io_callback`.
+        Not supported by ``'lm'`` (a warning, and the callback is ignored, as in SciPy).
     workers : map-like callable, optional
         Accepted for compatibility with SciPy and ignored: finite differences of a
         traceable ``fun`` are evaluated in one vectorised call, those of a NumPy
@@ -260,7 +270,8 @@ def least_squares(
         With SciPy's fields ``x, cost, fun, jac, grad, optimality, active_mask, nfev,
         njev, status, message, success``. Called eagerly, array fields are NumPy arrays
         and counters are Python ints, as in SciPy. Inside a JAX transformation they are
-        JAX arrays; ``message`` is filled in once ``status`` is concrete.
+        JAX arrays; ``message`` is filled in once ``status`` is concrete. For
+        ``'lm'``, ``njev`` is ``None`` unless ``jac`` is a callable (SciPy's rule).
 
         ``status``: -2 stopped by ``callback``; 0 ``max_nfev`` exceeded; 1 ``gtol``;
         2 ``ftol``; 3 ``xtol``; 4 ``ftol`` and ``xtol``. Codes only seen inside a JAX
@@ -270,10 +281,13 @@ def least_squares(
 
     Notes
     -----
-    Algorithm: M. A. Branch, T. F. Coleman, Y. Li, "A Subspace, Interior, and Conjugate
-    Gradient Method for Large-Scale Bound-Constrained Minimization Problems", SIAM J.
-    Sci. Comput. 21(1), 1999, with the exact subproblem solver of J. J. Moré, "The
-    Levenberg-Marquardt Algorithm: Implementation and Theory", 1977.
+    Algorithms: ``'trf'``: M. A. Branch, T. F. Coleman, Y. Li, "A Subspace, Interior,
+    and Conjugate Gradient Method for Large-Scale Bound-Constrained Minimization
+    Problems", SIAM J. Sci. Comput. 21(1), 1999, with the exact subproblem solver of
+    J. J. Moré, "The Levenberg-Marquardt Algorithm: Implementation and Theory", 1977.
+    ``'dogbox'``: C. Voglis and I. E. Lagaris, "A Rectangular Trust Region Dogleg
+    Approach for Unconstrained and Bound Constrained Nonlinear Optimization", 2004.
+    ``'lm'``: Moré (1977) as implemented in MINPACK (column-pivoted QR, ``lmpar``).
 
     Examples
     --------
@@ -288,9 +302,7 @@ def least_squares(
     kwargs = {} if kwargs is None else dict(kwargs)
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
     _validate.check_least_squares_options(method, jac, tr_solver, loss, verbose, max_nfev)
-    if method != "trf":
-        raise NotImplementedError(f"method={method!r} is not available in this release of jaxopt_lsq; use 'trf'.")
-    if tr_solver == "lsmr" or jac_sparsity is not None:
+    if method != "lm" and (tr_solver == "lsmr" or jac_sparsity is not None):
         raise NotImplementedError(
             "tr_solver='lsmr' and `jac_sparsity` are not available in this release of jaxopt_lsq; "
             "use the default exact (SVD) subproblem solver with a dense Jacobian."
@@ -316,10 +328,10 @@ def least_squares(
         m = int(np.prod(out.shape)) if out.shape else 1
         fun_on_host = False
     else:
-        # SciPy evaluates at the strictly feasible x0 (trf); so do we, once, and hand the
-        # residuals to the solver.
+        # SciPy evaluates at the strictly feasible x0 (trf; dogbox starts at x0 itself); so
+        # do we, once, and hand the residuals to the solver.
         x0_eval = x0
-        if bounded and not traced:
+        if bounded and not traced and method == "trf":
             x0_eval = np.asarray(make_strictly_feasible(jnp.asarray(x0), jnp.asarray(lb), jnp.asarray(ub)))
         f0, eager = _host_eval(fun, x0_eval, args, kwargs)
         if f0.ndim != 1:
@@ -328,6 +340,12 @@ def least_squares(
             raise ValueError("Residuals are not finite in the initial point.")
         m = f0.size
         fun_on_host = True
+    if method == "lm" and m < n:
+        raise ValueError(
+            "Method 'lm' doesn't work when the number of residuals is less than the number of variables."
+        )
+    if method == "lm" and jac_sparsity is not None and not callable(jac):
+        raise ValueError("method='lm' does not support `jac_sparsity`.")
 
     # --- the Jacobian --------------------------------------------------------------------
     jac_on_host = False
@@ -366,7 +384,10 @@ def least_squares(
         if lshape != (3, m):
             raise ValueError("The return value of `loss` callable has wrong shape.")
 
-    # Field order of ResidualFunction and TRF.
+    if method == "lm" and callback is not None:
+        warnings.warn("Callback function specified, but not supported with `lm` method.", stacklevel=2)
+        callback = None
+    # Field order of ResidualFunction and of the solvers (TRF, Dogbox, LM).
     residual_cfg = (fun, jac_opt, fun_on_host, jac_on_host, m, dtype, bounded)
     solver_cfg = (loss_opt, ftol, xtol, gtol, int(max_nfev), jac_scale, bounded, int(verbose), callback)
     dyn, static = _split_data(args, kwargs)
@@ -377,7 +398,7 @@ def least_squares(
         diff_step_arr = np.broadcast_to(np.asarray(diff_step, dtype), (n,))
     else:
         diff_step_arr = jnp.broadcast_to(jnp.asarray(diff_step, dtype), (n,))
-    solve, solve_packed = _compiled_solve((residual_cfg, solver_cfg, static))
+    solve, solve_packed = _compiled_solve((method, residual_cfg, solver_cfg, static))
     f0_arr = f0.astype(dtype) if fun_on_host and not traced else None
     theta = (dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr, f0_arr)
     if traced:
@@ -387,6 +408,9 @@ def least_squares(
             fields = _unpack(*jax.device_get(solve_packed(x0, theta)), m, n)
         if fields["status"] == -4:
             raise ValueError("Residuals are not finite in the initial point.")
+    if method == "lm" and not callable(jac):
+        # SciPy: no Jacobian evaluations to count when they are not the user's.
+        fields["njev"] = None
     return OptimizeResult({k: fields[k] for k in _FIELDS})
 
 

@@ -76,6 +76,17 @@ def cost(loss, f, f_scale):
     return 0.5 * jnp.sum(rho(loss, f, f_scale)[0])
 
 
+def cost_and_scaled(loss, J, f, f_scale):
+    """``(cost, J, f)`` at an accepted point: the cost and the Jacobian and residuals
+    rescaled so that the Gauss-Newton model of the robust cost is a plain
+    least-squares model (unchanged for the linear loss)."""
+    if isinstance(loss, str) and loss == "linear":
+        return 0.5 * jnp.dot(f, f), J, f
+    r = rho(loss, f, f_scale)
+    J, f = scale_for_robust_loss(J, f, r)
+    return 0.5 * jnp.sum(r[0]), J, f
+
+
 def scale_for_robust_loss(J, f, r):
     """Rescale ``J`` and ``f`` so that the Gauss-Newton model of the robust cost is a
     plain least-squares model: ``J_s = diag(sqrt(rho' + 2 rho'' f**2)) J`` and

@@ -103,6 +103,16 @@ def update_tr_radius(Delta, actual_reduction, predicted_reduction, step_norm, bo
     return Delta, ratio
 
 
+def compute_jac_scale(J, scale_inv_old=None):
+    """Inverse variable scales from the Jacobian's column norms (Moré 1977): zero
+    norms become 1 at the start; afterwards a scale never grows back
+    (``max(norms, scale_inv_old)``)."""
+    col = jnp.sqrt(jnp.sum(J**2, axis=0))
+    if scale_inv_old is None:
+        return jnp.where(col == 0, 1.0, col)
+    return jnp.maximum(col, scale_inv_old)
+
+
 def check_termination(dF, F, dx_norm, x_norm, ratio, ftol, xtol):
     """SciPy's status for ``ftol``/``xtol`` tests: 4 both, 2 ftol, 3 xtol, 0 none."""
     ftol_ok = (dF < ftol * F) & (ratio > 0.25)

@@ -55,6 +55,7 @@ from .._kernels.bounds import (
 from .._kernels.trust_region import (
     build_quadratic_1d,
     check_termination,
+    compute_jac_scale,
     evaluate_quadratic,
     minimize_quadratic_1d,
     solve_lsq_trust_region,
@@ -181,11 +182,7 @@ class TRF(AbstractSolver):
     # ----------------------------------------------------------------------------------
     def _loss_scaled(self, J, f, data):
         """(cost, J, f) with the robust-loss rescaling applied."""
-        if isinstance(self.loss, str) and self.loss == "linear":
-            return 0.5 * jnp.dot(f, f), J, f
-        r = _loss.rho(self.loss, f, data.f_scale)
-        J, f = _loss.scale_for_robust_loss(J, f, r)
-        return 0.5 * jnp.sum(r[0]), J, f
+        return _loss.cost_and_scaled(self.loss, J, f, data.f_scale)
 
     def _cost(self, f, data):
         return _loss.cost(self.loss, f, data.f_scale)
@@ -235,8 +232,7 @@ class TRF(AbstractSolver):
         """Jacobian, loss rescaling, gradient, scaling and subproblem at an accepted x."""
         cost, J, f, g = self._evaluate(x, f_true, data)
         if self.jac_scale:
-            col = jnp.sqrt(jnp.sum(J**2, axis=0))
-            scale_inv = jnp.where(col == 0, 1.0, col) if scale_inv_old is None else jnp.maximum(col, scale_inv_old)
+            scale_inv = compute_jac_scale(J, scale_inv_old)
         else:
             scale_inv = 1 / data.x_scale
         sub = self._subproblem(x, J, f, g, scale_inv, data)
