@@ -333,7 +333,7 @@ def select_smallest(t_work, size):
 
     def cond(c):
         lo, hi, c_lo = c
-        return (n_fin > size) & (hi - lo > 1) & (c_lo < size // 2)
+        return (n_fin > size) & (hi - lo > 1) & (c_lo < max(size // 2, 1))
 
     def body(c):
         lo, hi, c_lo = c
