@@ -67,6 +67,7 @@ def host_call(fun, out_structs, *operands):
     """Run a NumPy function through :func:`jax.pure_callback` (vmap: sequential)."""
 
     def cb(*ops):
+        ops = jax.tree_util.tree_map(np.asarray, ops)  # callbacks may receive jax.Arrays
         res = fun(*ops)
         return jax.tree_util.tree_map(
             lambda r, s: np.asarray(r, dtype=s.dtype).reshape(s.shape), res, out_structs
