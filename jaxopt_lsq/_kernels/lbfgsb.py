@@ -425,8 +425,10 @@ def cauchy_point(x, g, lower, upper, mem: Memory, M, *, chunk=None):
     ----------
     chunk : None or int
         ``None``: one chunk with all breakpoints (a sort of ``n`` values; for small
-        ``n``). An integer ``K``: chunks of the ``K`` smallest remaining breakpoints
-        selected without sorting (for large ``n``).
+        ``n``). An integer ``K``: the ``K`` smallest breakpoints selected without
+        sorting, then (only if needed) the next ``16 K`` and ``256 K`` (or, once a
+        stage would cover half the variables, all the rest, sorted). If the
+        minimiser lies beyond all stages, the path is cut at the last breakpoint.
 
     Returns
     -------
@@ -459,22 +461,40 @@ def cauchy_point(x, g, lower, upper, mem: Memory, M, *, chunk=None):
         tk = t_work[order]
         found, t_star, c_star, _, _ = scan(carry0, order.astype(jnp.int32), tk, n_brk)
     else:
-        K = int(chunk)
+        # Stages of growing size, each run only if the minimiser was not found yet:
+        # the K smallest breakpoints, then the next 16 K, then all that remain (one
+        # sort). Usually the first stage decides; the last bounds the worst case.
+        def stage(size):
+            def run(st):
+                _, _, _, carry, tw, n_left = st
+                if size is None:
+                    order = jnp.argsort(tw).astype(jnp.int32)
+                    idx, tk = order, tw[order]
+                else:
+                    idx, tk = select_smallest(tw, size)
+                found, t_star, c_star, new_carry, n_valid = scan(carry, idx, tk, n_left)
+                tw = tw.at[idx].set(jnp.inf, mode="drop")
+                return found, t_star, c_star, new_carry, tw, n_left - n_valid
 
-        def cond(s):
-            return ~s[0]
+            return lambda st: lax.cond(st[0], lambda q: q, run, st)
 
-        def body(s):
-            _, _, _, carry, tw, n_left = s
-            idx, tk = select_smallest(tw, K)
-            found, t_star, c_star, new_carry, n_valid = scan(carry, idx, tk, n_left)
-            tw = tw.at[idx].set(jnp.inf, mode="drop")
-            return found, t_star, c_star, new_carry, tw, n_left - n_valid
-
-        # Each pass removes at least one breakpoint and the pass that sees none left
-        # always stops, so the loop ends after at most n_brk + 1 passes.
-        s0 = (jnp.asarray(False), jnp.asarray(0.0, dtype), zero2m, carry0, t_work, n_brk)
-        found, t_star, c_star, _, _, _ = lax.while_loop(cond, body, s0)
+        st = (jnp.asarray(False), jnp.asarray(0.0, dtype), zero2m, carry0, t_work, n_brk)
+        sizes = []
+        for size in (int(chunk), 16 * int(chunk), 256 * int(chunk)):
+            if size * 2 >= n:
+                sizes.append(None)
+                break
+            sizes.append(size)
+        for size in sizes:
+            st = stage(size)(st)
+        found, t_star, c_star = st[0], st[1], st[2]
+        # Still not found after 273 K breakpoints (only with n > 512 K): stop at the
+        # last breakpoint passed. The model decreases monotonically up to there, so
+        # this is a Cauchy point with less (but positive) decrease; the subspace
+        # minimisation that follows moves the remaining free variables.
+        G_c, p_c, C_c, t_c = st[3]
+        t_star = jnp.where(found, t_star, t_c)
+        c_star = jnp.where(found, c_star, C_c + t_c * p_c)
 
     # A zero projected gradient: stay at x.
     zero_pg = G0 <= 0
