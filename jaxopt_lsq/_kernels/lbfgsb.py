@@ -42,11 +42,12 @@ variables still moving, ``d_F = -g_F``, ``p = W^T d_F`` and
 The Fortran code walks the breakpoints one by one, updating these scalars. We compute
 them for a whole *chunk* of sorted breakpoints at once with prefix sums (``G``, ``p``,
 ``C`` after passing the first ``k`` breakpoints of the chunk are cumulative sums), so
-the scan is vectorised. The chunk holds the smallest unprocessed breakpoints: for
-small ``n`` all of them (one sort); for large ``n`` the ``K`` smallest, found without
-sorting by bisecting a threshold on the floating-point bit pattern (each probe is one
-streaming count over ``n``) and compacting the selected indices. A full ``argsort`` is
-never needed; usually one chunk contains the minimiser.
+the scan is vectorised. For small ``n`` one chunk holds all breakpoints (one sort).
+For large ``n`` the first chunk holds the ``K`` smallest, found without sorting by
+bisecting a threshold on the floating-point bit pattern (each probe is one streaming
+count over ``n``) and compacting the selected indices; only if the minimiser lies
+beyond them are larger stages (``16 K``, ``256 K``, or the sorted rest once a stage
+would cover half the variables) examined. Usually the first stage decides.
 
 The first segment where ``m'(t) >= 0`` at its start (minimiser at the breakpoint) or
 where ``-m'/m'' `` falls inside it gives ``t*``. As in the Fortran code, ``m''`` is
@@ -65,8 +66,8 @@ variables is, by Sherman–Morrison–Woodbury::
 ``W^T Z Z^T W`` (the Gram matrix of ``W`` restricted to the free variables) is kept by
 the solver, either recomputed (small ``n``) or updated incrementally from the variables
 that entered or left the free set (as the Fortran ``formk`` does), so that an iteration
-streams ``buf`` a handful of times and never forms an ``n x n`` or ``n x 2m``
-temporary. Following Morales and Nocedal (2011) the unconstrained subspace step is
+streams ``buf`` a handful of times. When more variables changed than the update buffer
+holds, it is recomputed by one masked product (O(m^2 n) flops). Following Morales and Nocedal (2011) the unconstrained subspace step is
 projected onto the box; if that projection is not a descent direction the step is
 truncated at the first bound instead (the 1995 rule).
 
