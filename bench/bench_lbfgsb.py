@@ -77,7 +77,6 @@ def small():
         compile_s = time.perf_counter() - t0
         rep = 5 if QUICK else 20
         t_ours, res = best_of(lambda: jl.minimize(fj, x0, args=args, bounds=bounds), rep)
-        # the compiled solve alone, without the Python facade (validation, result)
         t_sp, ref = best_of(lambda: so.minimize(fgnp, x0, args=args, jac=True,
                                                 method="L-BFGS-B", bounds=bounds), rep)
         rows.append((name, int(res.nit), ref.nit, t_ours * 1e3, t_sp * 1e3, t_sp / t_ours,
