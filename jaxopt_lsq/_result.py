@@ -88,9 +88,11 @@ def _message_for(kind, status):
 
 
 def _success_for(kind, status):
+    rule = _KINDS[kind][1]
+    if isinstance(status, int):
+        return bool(rule(status))
     if status is None or not hasattr(status, "dtype"):
         return None
-    rule = _KINDS[kind][1]
     if isinstance(status, (np.ndarray, np.generic)):
         return np.asarray(rule(status))
     return rule(status)

@@ -1,4 +1,9 @@
+"""Test configuration: float64 on for the SciPy comparisons.
+
+The library never touches ``jax_enable_x64``; only the tests do. float32 behaviour is
+tested by passing float32 ``x0`` (the solver follows ``x0``'s dtype).
+"""
+
 import jax
 
-# SciPy comparisons run in float64; float32 tests ask for it explicitly.
 jax.config.update("jax_enable_x64", True)

@@ -1,0 +1,104 @@
+"""Calling a user's function: traced by JAX when it can be, through
+:func:`jax.pure_callback` when it cannot (plain NumPy/Python code, as SciPy users write).
+
+A function is *traceable* when :func:`equinox.filter_eval_shape` can run it on abstract
+values. Anything else (``np.exp`` on a tracer, ``float(x[0])``, in-place assignment) is
+called on the host: the solver stays a compiled ``while_loop``, and each evaluation
+leaves the compiled code once. Finite differences are then the only way to get a
+Jacobian, exactly as with SciPy.
+
+``args``/``kwargs`` are split into array leaves (traced, so new data does not
+recompile) and everything else (kept static, passed through unchanged).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_dynamic(leaf):
+    """Leaves of ``args``/``kwargs`` that are traced: arrays, and Python floats (so that a
+    SciPy-style loop over a float parameter does not recompile). Ints, bools, strings
+    and other objects stay static: they are often shapes, indices or flags."""
+    return eqx.is_array(leaf) or (isinstance(leaf, (float, complex)) and not isinstance(leaf, bool))
+
+
+def _abstract(tree):
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) if is_dynamic(a) else a, tree
+    )
+
+
+_TRACEABLE_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cache_key(x_struct, args, kwargs):
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+    sig = []
+    for leaf in leaves:
+        if is_dynamic(leaf):
+            sig.append(("a", np.shape(leaf), str(jnp.result_type(leaf))))
+        else:
+            try:
+                hash(leaf)
+                sig.append(("s", leaf))
+            except TypeError:
+                return None
+    return (x_struct.shape, str(x_struct.dtype), treedef, tuple(sig))
+
+
+def output_struct(fun, x_struct, args=(), kwargs=None):
+    """``ShapeDtypeStruct`` of ``fun(x, *args, **kwargs)`` if JAX can trace ``fun``, else ``None``.
+
+    Results are cached per function object and argument signature, so repeated calls of
+    the facade do not re-trace the user's function.
+    """
+    kwargs = {} if kwargs is None else kwargs
+    key = _cache_key(x_struct, args, kwargs)
+    per_fun = None
+    if key is not None:
+        try:
+            per_fun = _TRACEABLE_CACHE.setdefault(fun, {})
+        except TypeError:  # not weak-referenceable (e.g. some builtins)
+            per_fun = None
+        if per_fun is not None and key in per_fun:
+            return per_fun[key]
+    try:
+        out = eqx.filter_eval_shape(lambda x, a, k: fun(x, *a, **k), x_struct, _abstract(args), _abstract(kwargs))
+        out = jax.tree_util.tree_map(lambda o: jax.ShapeDtypeStruct(o.shape, o.dtype), out)
+    except Exception:  # noqa: BLE001 - any failure to trace means "call it on the host"
+        out = None
+    if per_fun is not None:
+        per_fun[key] = out
+    return out
+
+
+def is_tracer(*trees):
+    """True when any leaf is a JAX tracer (we are inside a user's jit/vmap/grad)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
+
+
+def host_call(fun, x, args, kwargs, out_shape, out_dtype):
+    """Evaluate a NumPy function inside a trace through :func:`jax.pure_callback`.
+
+    ``x`` may be complex (complex-step differentiation); the result then has the
+    complex dtype matching ``out_dtype``.
+    """
+    dyn, static = eqx.partition((args, kwargs), is_dynamic)
+    complex_in = jnp.issubdtype(x.dtype, jnp.complexfloating)
+    dtype = jnp.result_type(out_dtype, jnp.complex64) if complex_in else out_dtype
+    dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+    def callback(x_, dyn_):
+        a, k = eqx.combine(dyn_, static)
+        out = np.atleast_1d(np.asarray(fun(np.asarray(x_), *a, **k)))
+        return np.asarray(out, dtype=dtype).reshape(out_shape)
+
+    return jax.pure_callback(
+        callback, jax.ShapeDtypeStruct(out_shape, dtype), x, dyn, vmap_method="sequential"
+    )

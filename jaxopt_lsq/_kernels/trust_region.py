@@ -1,0 +1,148 @@
+"""Pure trust-region kernels shared by the least-squares solvers.
+
+Glossary (the notation of SciPy's ``_lsq`` and of Moré (1977)):
+
+``J``       Jacobian of the residuals, ``(m, n)``.
+``g``       gradient of the cost, ``J^T f``.
+``Delta``   trust-region radius.
+``alpha``   Levenberg-Marquardt parameter: the step solves ``(J^T J + alpha I) p = -g``.
+``uf``      ``U^T f`` for the thin SVD ``J = U diag(s) V^T``.
+``phi``     ``||p(alpha)|| - Delta``, whose root gives the constrained step.
+
+The subproblem ``min ||J p + f||^2 s.t. ||p|| <= Delta`` is solved from one SVD by the
+safeguarded Newton iteration on ``phi`` of
+
+    J. J. Moré, "The Levenberg-Marquardt Algorithm: Implementation and Theory",
+    Numerical Analysis, Lecture Notes in Mathematics 630, Springer, 1977, pp. 105-116,
+
+(MINPACK does the same with a QR factorisation per trial ``alpha``). Every function is
+branch-free on values (``jnp.where``/``lax.while_loop``) so it works under ``jit`` and
+``vmap``; divisions that can hit zero use the double-``where`` idiom.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+
+def _safe_div(a, b):
+    ok = b != 0
+    return jnp.where(ok, a / jnp.where(ok, b, 1), 0)
+
+
+def phi_and_derivative(alpha, suf, s, Delta):
+    """``phi(alpha) = ||p(alpha)|| - Delta`` and its derivative (Moré 1977, eq. 5.5)."""
+    denom = s**2 + alpha
+    p_norm = jnp.linalg.norm(_safe_div(suf, denom))
+    phi = p_norm - Delta
+    phi_prime = -_safe_div(jnp.sum(_safe_div(suf**2, denom**3)), p_norm)
+    return phi, phi_prime
+
+
+def solve_lsq_trust_region(n, m, uf, s, V, Delta, initial_alpha, rtol=0.01, max_iter=10):
+    """Solve ``min ||J p + f|| s.t. ||p|| <= Delta`` from the SVD of ``J``.
+
+    Returns ``(p, alpha)``; ``alpha == 0`` means the Gauss-Newton step was taken.
+    ``n, m`` are static; ``s`` is sorted in decreasing order.
+    """
+    dtype = uf.dtype
+    eps = jnp.finfo(dtype).eps
+    suf = s * uf
+    if m >= n:
+        full_rank = s[-1] > eps * m * s[0]
+    else:
+        full_rank = jnp.asarray(False)
+
+    s_safe = jnp.where(full_rank, s, 1)
+    p_gn = -V @ (uf / s_safe)
+    take_gn = full_rank & (jnp.linalg.norm(p_gn) <= Delta)
+
+    alpha_upper = jnp.linalg.norm(suf) / Delta
+    phi0, dphi0 = phi_and_derivative(jnp.zeros((), dtype), suf, s_safe, Delta)
+    alpha_lower = jnp.where(full_rank, -_safe_div(phi0, dphi0), 0.0).astype(dtype)
+
+    def reset(lo, up):
+        return jnp.maximum(0.001 * up, jnp.sqrt(lo * up))
+
+    initial_alpha = jnp.asarray(initial_alpha, dtype)
+    alpha0 = jnp.where(~full_rank & (initial_alpha == 0), reset(alpha_lower, alpha_upper), initial_alpha)
+
+    def cond(carry):
+        it, _, _, _, done = carry
+        return (it < max_iter) & ~done
+
+    def body(carry):
+        it, alpha, lo, up, _ = carry
+        # `not (lo <= alpha <= up)` also catches a NaN alpha.
+        alpha = jnp.where((alpha >= lo) & (alpha <= up), alpha, reset(lo, up))
+        phi, phi_prime = phi_and_derivative(alpha, suf, s, Delta)
+        up = jnp.where(phi < 0, alpha, up)
+        ratio = _safe_div(phi, phi_prime)
+        lo = jnp.maximum(lo, alpha - ratio)
+        alpha = alpha - (phi + Delta) * ratio / Delta
+        return it + 1, alpha, lo, up, jnp.abs(phi) < rtol * Delta
+
+    carry0 = (jnp.asarray(0, jnp.int32), alpha0, alpha_lower, alpha_upper, take_gn)
+    _, alpha, _, _, _ = lax.while_loop(cond, body, carry0)
+
+    p = -V @ _safe_div(suf, s**2 + alpha)
+    p = p * _safe_div(Delta, jnp.linalg.norm(p))
+    return jnp.where(take_gn, p_gn, p), jnp.where(take_gn, 0.0, alpha).astype(dtype)
+
+
+def update_tr_radius(Delta, actual_reduction, predicted_reduction, step_norm, bound_hit):
+    """New radius and reduction ratio (shrink to ``step_norm/4`` on poor agreement,
+    double on good agreement when the step reached the boundary)."""
+    ratio = jnp.where(
+        predicted_reduction > 0,
+        _safe_div(actual_reduction, predicted_reduction),
+        jnp.where((predicted_reduction == 0) & (actual_reduction == 0), 1.0, 0.0),
+    ).astype(Delta.dtype)
+    Delta = jnp.where(ratio < 0.25, 0.25 * step_norm, jnp.where((ratio > 0.75) & bound_hit, 2.0 * Delta, Delta))
+    return Delta, ratio
+
+
+def check_termination(dF, F, dx_norm, x_norm, ratio, ftol, xtol):
+    """SciPy's status for ``ftol``/``xtol`` tests: 4 both, 2 ftol, 3 xtol, 0 none."""
+    ftol_ok = (dF < ftol * F) & (ratio > 0.25)
+    xtol_ok = dx_norm < xtol * (xtol + x_norm)
+    return jnp.where(ftol_ok & xtol_ok, 4, jnp.where(ftol_ok, 2, jnp.where(xtol_ok, 3, 0))).astype(jnp.int32)
+
+
+def evaluate_quadratic(J, g, s, diag=None):
+    """``0.5 s^T (J^T J + diag) s + g^T s``."""
+    Js = J @ s
+    q = jnp.dot(Js, Js)
+    if diag is not None:
+        q = q + jnp.dot(s * diag, s)
+    return 0.5 * q + jnp.dot(g, s)
+
+
+def build_quadratic_1d(J, g, s, diag=None, s0=None):
+    """Coefficients ``(a, b, c)`` of ``f(t) = a t^2 + b t + c`` along ``s0 + t s``."""
+    v = J @ s
+    a = jnp.dot(v, v)
+    if diag is not None:
+        a = a + jnp.dot(s * diag, s)
+    a = 0.5 * a
+    b = jnp.dot(g, s)
+    c = jnp.zeros_like(a)
+    if s0 is not None:
+        u = J @ s0
+        b = b + jnp.dot(u, v)
+        c = 0.5 * jnp.dot(u, u) + jnp.dot(g, s0)
+        if diag is not None:
+            b = b + jnp.dot(s0 * diag, s)
+            c = c + 0.5 * jnp.dot(s0 * diag, s0)
+    return a, b, c
+
+
+def minimize_quadratic_1d(a, b, lb, ub, c=0.0):
+    """Minimise ``a t^2 + b t + c`` over ``[lb, ub]``: ``(t, value)``."""
+    extremum = -0.5 * _safe_div(b, a)
+    inside = (a != 0) & (lb < extremum) & (extremum < ub)
+    t = jnp.stack([lb, ub, jnp.where(inside, extremum, lb)]).astype(jnp.result_type(a))
+    y = t * (a * t + b) + c
+    i = jnp.argmin(y)
+    return t[i], y[i]

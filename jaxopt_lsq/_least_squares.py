@@ -1,0 +1,401 @@
+"""``least_squares``: SciPy's interface over the compiled solvers."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validate
+from ._host import host_call, is_dynamic, is_tracer, output_struct
+from ._iterate import iterate
+from ._jacobian import ResidualFunction
+from ._result import OptimizeResult
+from ._solvers.trf import TRF, LsqData
+
+
+class _Static:
+    """Hashable holder of the non-array leaves of ``(args, kwargs)``."""
+
+    def __init__(self, tree):
+        self.leaves, self.treedef = jax.tree_util.tree_flatten(tree, is_leaf=lambda v: v is None)
+        try:
+            self._hash = hash((self.treedef, tuple(self.leaves)))
+        except TypeError:
+            self._hash = hash((self.treedef, tuple(id(v) for v in self.leaves)))
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, _Static)
+            and self.treedef == other.treedef
+            and len(self.leaves) == len(other.leaves)
+            and all(a is b or (type(a) is type(b) and _safe_eq(a, b)) for a, b in zip(self.leaves, other.leaves))
+        )
+
+    def tree(self):
+        return jax.tree_util.tree_unflatten(self.treedef, self.leaves)
+
+
+def _safe_eq(a, b):
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _split_data(args, kwargs):
+    tree = (tuple(args), dict(kwargs))
+    dyn, static = eqx.partition(tree, is_dynamic)
+    dyn = jax.tree_util.tree_map(lambda v: np.asarray(v) if isinstance(v, (float, complex)) else v, dyn)
+    return dyn, _Static(static)
+
+
+class _HostLoss:
+    """A NumPy ``loss(z)`` callable made callable inside a trace."""
+
+    def __init__(self, loss, m, dtype):
+        self.loss, self.m, self.dtype = loss, m, dtype
+
+    def __call__(self, z):
+        return host_call(lambda z_: self.loss(z_), z, (), {}, (3, self.m), self.dtype)
+
+    def __hash__(self):
+        return hash((self.loss, self.m, str(self.dtype)))
+
+    def __eq__(self, other):
+        return isinstance(other, _HostLoss) and (self.loss, self.m, self.dtype) == (other.loss, other.m, other.dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_solve(config):
+    """The jitted solve for one static configuration (a plain tuple: cheap to hash).
+
+    Data (``x0``, bounds, scales, array leaves of ``args``/``kwargs``) are arguments of
+    the returned function, so new values reuse its compilation.
+    """
+    residual_cfg, solver_cfg, static = config
+    residuals = ResidualFunction(*residual_cfg)
+    solver = TRF(residuals, *solver_cfg)
+
+    def run(x0, dyn, lb, ub, x_scale, f_scale, diff_step):
+        args, kwargs = eqx.combine(dyn, static.tree())
+        data = LsqData(lb=lb, ub=ub, x_scale=x_scale, f_scale=f_scale, diff_step=diff_step, args=args, kwargs=kwargs)
+        return iterate(solver, x0, data)
+
+    def run_packed(*a):
+        # Eager calls: two buffers to bring to the host instead of ten small ones.
+        fields = run(*a)
+        floats = jnp.concatenate([jnp.ravel(fields[k]) for k in _FLOAT_FIELDS])
+        ints = jnp.concatenate([jnp.ravel(fields[k]).astype(jnp.int32) for k in _INT_FIELDS])
+        return floats, ints
+
+    return jax.jit(run), jax.jit(run_packed)
+
+
+def _host_eval(fun, x0, args, kwargs):
+    """Evaluate a NumPy ``fun`` once on the host (at ``x0``, or at zeros inside a trace,
+    where only the output shape is needed)."""
+    if is_tracer(x0, args, kwargs):
+        def placeholder(v):
+            return np.zeros(np.shape(v), dtype=jnp.result_type(v)) if isinstance(v, jax.core.Tracer) else v
+
+        x, a, k = jax.tree_util.tree_map(placeholder, (x0, args, kwargs))
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return np.atleast_1d(np.asarray(fun(np.asarray(x), *a, **k))), False
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(
+                "`fun` cannot be traced by JAX, and inside jax.jit/jax.vmap its output shape "
+                "could not be determined by calling it with placeholder values. Make `fun` "
+                "JAX-traceable (use jax.numpy) or call least_squares outside the transformation."
+            ) from e
+    return np.atleast_1d(np.asarray(fun(np.asarray(x0), *args, **kwargs))), True
+
+
+def least_squares(
+    fun,
+    x0,
+    jac=None,
+    bounds=(-np.inf, np.inf),
+    method="trf",
+    ftol=1e-8,
+    xtol=1e-8,
+    gtol=1e-8,
+    x_scale=None,
+    loss="linear",
+    f_scale=1.0,
+    diff_step=None,
+    tr_solver=None,
+    tr_options=None,
+    jac_sparsity=None,
+    max_nfev=None,
+    verbose=0,
+    args=(),
+    kwargs=None,
+    callback=None,
+    workers=None,
+):
+    """Solve a nonlinear least-squares problem with bounds on the variables.
+
+    Given the residuals ``f(x)`` (an m-D real function of n real variables) and the
+    loss function ``rho(s)``, find a local minimum of the cost function::
+
+        minimize F(x) = 0.5 * sum(rho(f_i(x)**2), i = 0, ..., m - 1)
+        subject to lb <= x <= ub
+
+    The interface, defaults, result fields, status codes and error messages are those of
+    :func:`scipy.optimize.least_squares` (SciPy 1.17), so existing code switches by
+    changing the import. The solver is a compiled ``jax.lax.while_loop``: the same call
+    works inside ``jax.jit``, under ``jax.vmap`` (over ``x0``, ``bounds`` or data in
+    ``args``/``kwargs``), in float32 and float64 (``x0``'s dtype decides).
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args, **kwargs)`` returning the residuals, an array of shape (m,)
+        (a scalar is treated as shape (1,)). A JAX-traceable function is compiled into
+        the solver and differentiated by autodiff; a plain NumPy function is detected
+        and called on the host through :func:`jax.pure_callback` (then the Jacobian comes
+        from finite differences, as in SciPy).
+    x0 : array_like with shape (n,) or float
+        Initial guess. Its float dtype (float32 or float64) is the working precision.
+        It is never modified.
+    jac : {None, '2-point', '3-point', 'cs', callable}, optional
+        How to compute the Jacobian (an m-by-n matrix). ``None`` (the default) uses
+        autodiff when ``fun`` is traceable -- forward mode when ``m >= n``, reverse
+        mode otherwise -- and ``'2-point'`` (SciPy's default) when it is not.
+        ``'2-point'``, ``'3-point'`` and ``'cs'`` select finite differences with
+        SciPy's step rules, respecting the bounds; ``'cs'`` needs ``fun`` to accept
+        complex input. A callable ``jac(x, *args, **kwargs)`` returns the dense
+        Jacobian (a ``scipy.sparse`` matrix from a NumPy ``jac`` is densified).
+    bounds : 2-tuple of array_like or `Bounds`, optional
+        Lower and upper bounds on the variables (default: none). Each is an array of
+        shape (n,) or a scalar; use ``np.inf`` with an appropriate sign to disable
+        bounds on some variables. Any object with ``lb`` and ``ub`` attributes (such as
+        :class:`scipy.optimize.Bounds`) is accepted.
+    method : {'trf', 'dogbox', 'lm'}, optional
+        Algorithm. ``'trf'`` (default): Trust Region Reflective, suitable for large
+        sparse problems with bounds and a robust choice in general. ``'dogbox'`` and
+        ``'lm'`` are not available in this release and raise ``NotImplementedError``.
+    ftol, xtol, gtol : float or None, optional
+        Tolerances for termination by the change of the cost function, the change of
+        the independent variables and the norm of the (scaled) gradient, with SciPy's
+        definitions and default 1e-8. ``None`` disables a test. Values below machine
+        epsilon warn as in SciPy; in float32, tolerances below float32's epsilon are
+        raised to it (the tests cannot resolve finer changes).
+    x_scale : None, array_like or 'jac', optional
+        Characteristic scale of each variable. ``None`` (default) means 1 for
+        ``'trf'``; ``'jac'`` uses the inverse norms of the Jacobian's columns,
+        updated as in SciPy (Moré 1977).
+    loss : str or callable, optional
+        ``'linear'`` (default), ``'soft_l1'``, ``'huber'``, ``'cauchy'``, ``'arctan'``,
+        or a callable ``loss(z)`` returning an array of shape (3, m) with the loss and
+        its first and second derivatives, as in SciPy.
+    f_scale : float, optional
+        Soft margin between inlier and outlier residuals (default 1.0).
+    diff_step : None or array_like, optional
+        Relative step for finite differences (SciPy's meaning).
+    tr_solver : {None, 'exact', 'lsmr'}, optional
+        ``None``/``'exact'``: the subproblem is solved exactly from an SVD. ``'lsmr'``
+        is not available in this release (``NotImplementedError``).
+    tr_options : dict, optional
+        Options of the ``'lsmr'`` solver; ignored for ``'exact'``, as in SciPy.
+    jac_sparsity : None, optional
+        Sparsity structure for finite differences; not available in this release.
+    max_nfev : None or int, optional
+        Maximum number of function evaluations (default ``100 * n`` for ``'trf'``).
+        Evaluations made for finite-difference Jacobians are not counted, as in SciPy.
+    verbose : {0, 1, 2}, optional
+        0: silent; 1: final report; 2: SciPy's iteration table. Printed through
+        :func:`jax.debug.callback`, so it also works inside ``jax.jit``.
+    args, kwargs : tuple and dict, optional
+        Extra arguments passed to ``fun`` and ``jac``. Arrays (and Python floats) are
+        traced: new values reuse the compiled solver. Other values (ints, strings,
+        objects) are static: a new value compiles a new solver.
+    callback : callable, optional
+        Called after each iteration as ``callback(intermediate_result)`` (keyword
+        argument of that name, an `OptimizeResult` with ``x``, ``fun``, ``nit``,
+        ``nfev``, ``cost``) or ``callback(x)``. Raising ``StopIteration`` stops the
+        solve with status -2. Runs on the host via :func:`jax.experimental.io_callback`.
+    workers : map-like callable, optional
+        Accepted for compatibility with SciPy and ignored: finite differences of a
+        traceable ``fun`` are evaluated in one vectorised call, those of a NumPy
+        ``fun`` one after another on the host.
+
+    Returns
+    -------
+    result : OptimizeResult
+        With SciPy's fields ``x, cost, fun, jac, grad, optimality, active_mask, nfev,
+        njev, status, message, success``. Called eagerly, array fields are NumPy arrays
+        and counters are Python ints, as in SciPy. Inside a JAX transformation they are
+        JAX arrays; ``message`` is filled in once ``status`` is concrete.
+
+        ``status``: -2 stopped by ``callback``; 0 ``max_nfev`` exceeded; 1 ``gtol``;
+        2 ``ftol``; 3 ``xtol``; 4 ``ftol`` and ``xtol``. Codes only seen inside a JAX
+        transformation (where SciPy would raise): -3 Jacobian not finite at an
+        accepted point (also reported eagerly), -4 residuals not finite at ``x0``,
+        -5 ``x0`` outside the bounds.
+
+    Notes
+    -----
+    Algorithm: M. A. Branch, T. F. Coleman, Y. Li, "A Subspace, Interior, and Conjugate
+    Gradient Method for Large-Scale Bound-Constrained Minimization Problems", SIAM J.
+    Sci. Comput. 21(1), 1999, with the exact subproblem solver of J. J. Moré, "The
+    Levenberg-Marquardt Algorithm: Implementation and Theory", 1977.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_lsq import least_squares
+    >>> def fun_rosenbrock(x):
+    ...     return jnp.array([10 * (x[1] - x[0]**2), (1 - x[0])])
+    >>> res = least_squares(fun_rosenbrock, jnp.array([2.0, 2.0]))
+    >>> res.status > 0
+    True
+    """
+    kwargs = {} if kwargs is None else dict(kwargs)
+    args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
+    _validate.check_least_squares_options(method, jac, tr_solver, loss, verbose, max_nfev)
+    if method != "trf":
+        raise NotImplementedError(f"method={method!r} is not available in this release of jaxopt_lsq; use 'trf'.")
+    if tr_solver == "lsmr" or jac_sparsity is not None:
+        raise NotImplementedError(
+            "tr_solver='lsmr' and `jac_sparsity` are not available in this release of jaxopt_lsq; "
+            "use the default exact (SVD) subproblem solver with a dense Jacobian."
+        )
+
+    x0 = _validate.as_x0(x0)
+    dtype = x0.dtype
+    n = x0.shape[0]
+    lb, ub, bounded = _validate.prepare_bounds(bounds, x0, method)
+    x_scale_arr, jac_scale = _validate.check_x_scale(x_scale, x0, method)
+    ftol, xtol, gtol = _validate.check_tolerance(ftol, xtol, gtol, method, dtype)
+    if max_nfev is None:
+        max_nfev = 100 * n
+    traced = is_tracer(x0, lb, ub, args, kwargs, x_scale, f_scale, diff_step)
+
+    # --- the residual function: traced or on the host --------------------------------
+    x_struct = jax.ShapeDtypeStruct((n,), dtype)
+    out = output_struct(fun, x_struct, args, kwargs)
+    if out is not None:
+        if not isinstance(out, jax.ShapeDtypeStruct) or len(out.shape) > 1:
+            shape = getattr(out, "shape", None)
+            raise ValueError(f"`fun` must return at most 1-d array_like. f0.shape: {shape}")
+        m = int(np.prod(out.shape)) if out.shape else 1
+        fun_on_host = False
+    else:
+        f0, eager = _host_eval(fun, x0, args, kwargs)
+        if f0.ndim != 1:
+            raise ValueError(f"`fun` must return at most 1-d array_like. f0.shape: {f0.shape}")
+        if eager and not np.all(np.isfinite(f0)):
+            raise ValueError("Residuals are not finite in the initial point.")
+        m = f0.size
+        fun_on_host = True
+
+    # --- the Jacobian --------------------------------------------------------------------
+    jac_on_host = False
+    if callable(jac):
+        jout = output_struct(jac, x_struct, args, kwargs)
+        if jout is None:
+            jac_on_host = True
+            J0, _ = _host_eval(_densify(jac), x0, args, kwargs)
+            jshape = J0.shape
+        else:
+            jshape = getattr(jout, "shape", None)
+        if jshape != (m, n):
+            raise ValueError(f"The return value of `jac` has wrong shape: expected {(m, n)}, actual {jshape}.")
+        jac_opt = _densify(jac) if jac_on_host else jac
+    elif jac is None:
+        jac_opt = "2-point" if fun_on_host else None
+    else:
+        jac_opt = jac
+
+    # --- the loss ----------------------------------------------------------------------------
+    loss_opt = loss
+    if callable(loss):
+        zs = jax.ShapeDtypeStruct((m,), dtype)
+        lout = output_struct(loss, zs)
+        if lout is None:
+            if not traced:
+                rho = np.asarray(loss(np.zeros(m, dtype=dtype)))
+                lshape = rho.shape
+            else:
+                lshape = (3, m)
+            loss_opt = _HostLoss(loss, m, dtype)
+        else:
+            lshape = getattr(lout, "shape", None)
+        if lshape != (3, m):
+            raise ValueError("The return value of `loss` callable has wrong shape.")
+
+    # Field order of ResidualFunction and TRF.
+    residual_cfg = (fun, jac_opt, fun_on_host, jac_on_host, m, dtype, bounded)
+    solver_cfg = (loss_opt, ftol, xtol, gtol, int(max_nfev), jac_scale, bounded, int(verbose), callback)
+    dyn, static = _split_data(args, kwargs)
+    f_scale_arr = np.asarray(f_scale, dtype) if _validate.concrete(f_scale) else jnp.asarray(f_scale, dtype)
+    if diff_step is None:
+        diff_step_arr = None
+    elif _validate.concrete(diff_step):
+        diff_step_arr = np.broadcast_to(np.asarray(diff_step, dtype), (n,))
+    else:
+        diff_step_arr = jnp.broadcast_to(jnp.asarray(diff_step, dtype), (n,))
+    solve, solve_packed = _compiled_solve((residual_cfg, solver_cfg, static))
+    data = (x0, dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr)
+    if traced:
+        fields = solve(*data)
+    else:
+        fields = _unpack(*jax.device_get(solve_packed(*data)), m, n)
+        if fields["status"] == -4:
+            raise ValueError("Residuals are not finite in the initial point.")
+    return OptimizeResult({k: fields[k] for k in _FIELDS})
+
+
+def _densify(jac):
+    """Wrap a host ``jac`` so that sparse matrices come back dense."""
+    if getattr(jac, "_jaxopt_lsq_densified", False):
+        return jac
+    cached = _DENSIFIED.get(jac)
+    if cached is not None:
+        return cached
+
+    def dense_jac(x, *a, **k):
+        J = jac(x, *a, **k)
+        return J.toarray() if hasattr(J, "toarray") else J
+
+    dense_jac._jaxopt_lsq_densified = True
+    try:
+        _DENSIFIED[jac] = dense_jac
+    except TypeError:
+        pass
+    return dense_jac
+
+
+import weakref  # noqa: E402
+
+_DENSIFIED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+# SciPy's order of the result's fields, and how eager results travel to the host.
+_FIELDS = ("x", "cost", "fun", "jac", "grad", "optimality", "active_mask", "nfev", "njev", "status")
+_FLOAT_FIELDS = ("x", "cost", "fun", "jac", "grad", "optimality")
+_INT_FIELDS = ("active_mask", "nfev", "njev", "status")
+
+
+def _unpack(floats, ints, m, n):
+    """Eager results as SciPy gives them: NumPy arrays, NumPy float scalars, Python ints."""
+    shapes = {"x": (n,), "cost": (), "fun": (m,), "jac": (m, n), "grad": (n,), "optimality": ()}
+    out, i = {}, 0
+    for k in _FLOAT_FIELDS:
+        size = int(np.prod(shapes[k]))
+        v = floats[i : i + size].reshape(shapes[k])
+        out[k] = v[()] if v.ndim == 0 else v.copy()
+        i += size
+    out["active_mask"] = ints[:n].astype(int)
+    out["nfev"], out["njev"], out["status"] = (int(v) for v in ints[n : n + 3])
+    return out

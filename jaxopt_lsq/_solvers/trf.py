@@ -1,0 +1,391 @@
+"""Trust Region Reflective (TRF) for bounded nonlinear least squares.
+
+The method of Branch, Coleman & Li (1999), in the form SciPy's ``least_squares`` uses.
+With the Coleman-Li scaling ``v(x)`` (:func:`cl_scaling_vector`) the first-order
+conditions of ``min F(x) s.t. lb <= x <= ub`` read ``D(x)^2 g(x) = 0`` with
+``D = diag(v**0.5)``. In the scaled ("hat") variables ``x = x_k + D p_h`` the
+trust-region subproblem is
+
+    min_p_h  0.5 ||J_h p_h + f||^2 + 0.5 p_h^T C p_h + ...,   ||p_h|| <= Delta,
+
+with ``J_h = J D`` and ``C = diag(g * dv)`` (the curvature of the scaling). It is the
+least-squares problem of the augmented matrix ``[J_h; C**0.5]``, solved exactly from its
+SVD by :func:`solve_lsq_trust_region`. The step is then made feasible by
+:func:`select_step`: the best of the trust-region step truncated at the bounds
+(scaled back by ``theta``), its reflection off the first bound it hits, and the
+anti-gradient step (Coleman & Li 1996).
+
+State machine. SciPy nests "try trial steps until one reduces the cost" inside "iterate".
+Here each ``step`` is one trial, i.e. exactly one evaluation of the residuals, so that
+``nfev`` and ``max_nfev`` keep SciPy's meaning. A trial that reduces the cost is
+accepted: the Jacobian and the SVD are recomputed there (inside ``lax.cond``), and an
+*iteration* ends. Status precedence at the end of an iteration follows SciPy:
+callback stop (-2) > gtol (1) > ftol/xtol (2, 3, 4) > ``max_nfev`` (0).
+
+References
+----------
+M. A. Branch, T. F. Coleman, Y. Li, "A Subspace, Interior, and Conjugate Gradient Method
+for Large-Scale Bound-Constrained Minimization Problems", SIAM J. Sci. Comput. 21(1),
+1999. T. F. Coleman, Y. Li, "An Interior Trust Region Approach for Nonlinear
+Minimization Subject to Bounds", SIAM J. Optim. 6(2), 1996. J. J. Moré (1977), see
+:mod:`jaxopt_lsq._kernels.trust_region`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .. import _loss
+from .._iterate import AbstractSolver
+from .._jacobian import ResidualFunction
+from .._kernels.bounds import (
+    cl_scaling_vector,
+    find_active_constraints,
+    in_bounds,
+    intersect_trust_region,
+    make_strictly_feasible,
+    step_size_to_bound,
+)
+from .._kernels.trust_region import (
+    build_quadratic_1d,
+    check_termination,
+    evaluate_quadratic,
+    minimize_quadratic_1d,
+    solve_lsq_trust_region,
+    update_tr_radius,
+)
+from .._result import RUNNING
+from . import _report
+
+
+class LsqData(eqx.Module):
+    """The arrays of a least-squares problem that may change between calls (traced)."""
+
+    lb: jax.Array
+    ub: jax.Array
+    x_scale: jax.Array  # ones when x_scale='jac' (unused then)
+    f_scale: jax.Array
+    diff_step: Any  # None or array
+    args: Any
+    kwargs: Any
+
+
+class TRFState(eqx.Module):
+    # Accepted iterate and what is derived from it (updated on accepted steps).
+    x: jax.Array
+    f_true: jax.Array  # residuals at x
+    f: jax.Array  # residuals rescaled for the loss
+    cost: jax.Array
+    J: jax.Array  # Jacobian rescaled for the loss
+    g: jax.Array  # gradient of the cost, J^T f
+    scale_inv: jax.Array  # variable scaling (x_scale, or the Jacobian's column norms)
+    # The trust-region subproblem at x (updated on accepted steps).
+    d: jax.Array
+    g_h: jax.Array
+    diag_h: jax.Array
+    J_h: jax.Array
+    uf: jax.Array
+    s: jax.Array
+    V: jax.Array
+    theta: jax.Array
+    g_norm: jax.Array  # first-order optimality
+    # Trust region (updated every evaluation).
+    Delta: jax.Array
+    alpha: jax.Array
+    # Counters and reporting.
+    nfev: jax.Array
+    njev: jax.Array
+    nit: jax.Array
+    cost0: jax.Array
+    actual_reduction: jax.Array
+    step_norm: jax.Array
+    status: jax.Array
+
+
+def select_step(x, J_h, diag_h, g_h, p, p_h, d, Delta, lb, ub, theta):
+    """The best of: the trust-region step (if feasible, else truncated at the bound and
+    scaled by ``theta``), its reflection, and the constrained anti-gradient step.
+    Returns ``(step, step_h, predicted_reduction)``."""
+    inside = in_bounds(x + p, lb, ub)
+    p_value_full = evaluate_quadratic(J_h, g_h, p_h, diag=diag_h)
+
+    p_stride, hits = step_size_to_bound(x, p, lb, ub)
+    r_h = jnp.where(hits != 0, -p_h, p_h)
+    r = d * r_h
+    p_b = p * p_stride
+    p_h_b = p_h * p_stride
+    x_on_bound = x + p_b
+    _, to_tr = intersect_trust_region(p_h_b, r_h, Delta)
+    to_bound, _ = step_size_to_bound(x_on_bound, r, lb, ub)
+    r_stride = jnp.minimum(to_bound, to_tr)
+    pos = r_stride > 0
+    r_stride_safe = jnp.where(pos, r_stride, 1)
+    r_stride_l = jnp.where(pos, (1 - theta) * p_stride / r_stride_safe, 0.0)
+    r_stride_u = jnp.where(pos, jnp.where(r_stride == to_bound, theta * to_bound, to_tr), -1.0)
+    reflect_ok = r_stride_l <= r_stride_u
+    a, b, c = build_quadratic_1d(J_h, g_h, r_h, s0=p_h_b, diag=diag_h)
+    t_r, r_value = minimize_quadratic_1d(a, b, r_stride_l, jnp.where(reflect_ok, r_stride_u, r_stride_l), c=c)
+    r_h_step = r_h * t_r + p_h_b
+    r_step = r_h_step * d
+    r_value = jnp.where(reflect_ok, r_value, jnp.inf)
+
+    p_b = p_b * theta
+    p_h_b = p_h_b * theta
+    p_value = evaluate_quadratic(J_h, g_h, p_h_b, diag=diag_h)
+
+    ag_h = -g_h
+    ag = d * ag_h
+    to_tr_ag = Delta / jnp.linalg.norm(ag_h)
+    to_bound_ag, _ = step_size_to_bound(x, ag, lb, ub)
+    ag_stride = jnp.where(to_bound_ag < to_tr_ag, theta * to_bound_ag, to_tr_ag)
+    a, b, _ = build_quadratic_1d(J_h, g_h, ag_h, diag=diag_h)
+    ag_stride, ag_value = minimize_quadratic_1d(a, b, jnp.zeros_like(ag_stride), ag_stride)
+    ag_h = ag_h * ag_stride
+    ag = ag * ag_stride
+
+    use_p = (p_value < r_value) & (p_value < ag_value)
+    use_r = ~use_p & (r_value < p_value) & (r_value < ag_value)
+    step = jnp.where(use_p, p_b, jnp.where(use_r, r_step, ag))
+    step_h = jnp.where(use_p, p_h_b, jnp.where(use_r, r_h_step, ag_h))
+    value = jnp.where(use_p, p_value, jnp.where(use_r, r_value, ag_value))
+    # A trust-region step that is already feasible is taken as it is.
+    step = jnp.where(inside, p, step)
+    step_h = jnp.where(inside, p_h, step_h)
+    value = jnp.where(inside, p_value_full, value)
+    return step, step_h, -value
+
+
+class TRF(AbstractSolver):
+    residuals: ResidualFunction
+    loss: Any = eqx.field(static=True)  # name or callable
+    ftol: float = eqx.field(static=True)
+    xtol: float = eqx.field(static=True)
+    gtol: float = eqx.field(static=True)
+    max_nfev: int = eqx.field(static=True)
+    jac_scale: bool = eqx.field(static=True)
+    bounded: bool = eqx.field(static=True)
+    verbose: int = eqx.field(static=True)
+    callback: Callable | None = eqx.field(static=True)
+
+    @property
+    def max_steps(self):
+        return self.max_nfev
+
+    # ----------------------------------------------------------------------------------
+    def _loss_scaled(self, J, f, data):
+        """(cost, J, f) with the robust-loss rescaling applied."""
+        if isinstance(self.loss, str) and self.loss == "linear":
+            return 0.5 * jnp.dot(f, f), J, f
+        r = _loss.rho(self.loss, f, data.f_scale)
+        J, f = _loss.scale_for_robust_loss(J, f, r)
+        return 0.5 * jnp.sum(r[0]), J, f
+
+    def _cost(self, f, data):
+        return _loss.cost(self.loss, f, data.f_scale)
+
+    def _subproblem(self, x, J, f, g, scale_inv, data):
+        """Everything the trial steps need at an accepted point (one SVD)."""
+        m, n = J.shape
+        scale = 1 / scale_inv
+        if self.bounded:
+            v, dv = cl_scaling_vector(x, g, data.lb, data.ub)
+            g_norm = jnp.max(jnp.abs(g * v))
+            v = jnp.where(dv != 0, v * scale_inv, v)
+            d = jnp.sqrt(v) * scale
+            diag_h = g * dv * scale
+            J_h = J * d
+            J_aug = jnp.concatenate([J_h, jnp.diag(jnp.sqrt(diag_h))])
+            U, s, Vt = jnp.linalg.svd(J_aug, full_matrices=False)
+            uf = U[:m].T @ f
+            theta = jnp.maximum(0.995, 1 - g_norm)
+        else:
+            g_norm = jnp.max(jnp.abs(g))
+            d = scale
+            diag_h = jnp.zeros_like(g)
+            J_h = J * d
+            U, s, Vt = jnp.linalg.svd(J_h, full_matrices=False)
+            uf = U.T @ f
+            theta = jnp.ones((), x.dtype)
+        return dict(d=d, g_h=d * g, diag_h=diag_h, J_h=J_h, uf=uf, s=s, V=Vt.T, theta=theta, g_norm=g_norm)
+
+    def _at_point(self, x, f_true, data, scale_inv_old):
+        """Jacobian, loss rescaling, gradient, scaling and subproblem at an accepted x."""
+        J = self.residuals.jacobian(x, f_true, data.args, data.kwargs, data.lb, data.ub, data.diff_step)
+        cost, J, f = self._loss_scaled(J, f_true, data)
+        g = J.T @ f
+        if self.jac_scale:
+            col = jnp.sqrt(jnp.sum(J**2, axis=0))
+            scale_inv = jnp.where(col == 0, 1.0, col) if scale_inv_old is None else jnp.maximum(col, scale_inv_old)
+        else:
+            scale_inv = 1 / data.x_scale
+        sub = self._subproblem(x, J, f, g, scale_inv, data)
+        return dict(x=x, f_true=f_true, f=f, cost=cost, J=J, g=g, scale_inv=scale_inv, **sub)
+
+    # ----------------------------------------------------------------------------------
+    def init(self, x0, data):
+        dtype = x0.dtype
+        feasible = in_bounds(x0, data.lb, data.ub)
+        if self.bounded:
+            x0 = make_strictly_feasible(x0, data.lb, data.ub)
+        f0 = self.residuals(x0, data.args, data.kwargs)
+        pt = self._at_point(x0, f0, data, None)
+        if self.bounded:
+            v, dv = cl_scaling_vector(x0, pt["g"], data.lb, data.ub)
+            v = jnp.where(dv != 0, v * pt["scale_inv"], v)
+            Delta = jnp.linalg.norm(x0 * pt["scale_inv"] / jnp.sqrt(v))
+        else:
+            Delta = jnp.linalg.norm(x0 * pt["scale_inv"])
+        Delta = jnp.where(Delta == 0, 1.0, Delta).astype(dtype)
+        one = jnp.asarray(1, jnp.int32)
+        status = jnp.where(
+            ~feasible,
+            -5,
+            jnp.where(
+                ~jnp.all(jnp.isfinite(f0)),
+                -4,
+                jnp.where(
+                    ~jnp.all(jnp.isfinite(pt["J"])),
+                    -3,
+                    jnp.where(pt["g_norm"] < self.gtol, 1, jnp.where(self.max_nfev == 1, 0, RUNNING)),
+                ),
+            ),
+        ).astype(jnp.int32)
+        state = TRFState(
+            **pt,
+            Delta=Delta,
+            alpha=jnp.zeros((), dtype),
+            nfev=one,
+            njev=one,
+            nit=jnp.asarray(0, jnp.int32),
+            cost0=pt["cost"],
+            actual_reduction=jnp.full((), jnp.nan, dtype),
+            step_norm=jnp.full((), jnp.nan, dtype),
+            status=status,
+        )
+        if self.verbose == 2:
+            _report.header()
+            _report.row(state)
+        return state
+
+    def terminate(self, state):
+        return state.status != RUNNING
+
+    def step(self, state, data):
+        m, n = state.J.shape
+        m_eff = m + n if self.bounded else m
+        p_h, alpha = solve_lsq_trust_region(n, m_eff, state.uf, state.s, state.V, state.Delta, state.alpha)
+        if self.bounded:
+            p = state.d * p_h
+            step, step_h, predicted = select_step(
+                state.x, state.J_h, state.diag_h, state.g_h, p, p_h, state.d, state.Delta, data.lb, data.ub, state.theta
+            )
+            x_new = make_strictly_feasible(state.x + step, data.lb, data.ub, rstep=0)
+        else:
+            step_h = p_h
+            predicted = -evaluate_quadratic(state.J_h, state.g_h, step_h)
+            step = state.d * step_h
+            x_new = state.x + step
+
+        f_new = self.residuals(x_new, data.args, data.kwargs)
+        nfev = state.nfev + 1
+        step_h_norm = jnp.linalg.norm(step_h)
+        finite = jnp.all(jnp.isfinite(f_new)) & jnp.all(jnp.isfinite(x_new))
+        cost_new = self._cost(f_new, data)
+        actual_reduction = state.cost - cost_new
+        Delta_new, ratio = update_tr_radius(
+            state.Delta, actual_reduction, predicted, step_h_norm, step_h_norm > 0.95 * state.Delta
+        )
+        step_norm = jnp.linalg.norm(step)
+        term = check_termination(
+            actual_reduction, state.cost, step_norm, jnp.linalg.norm(state.x), ratio, self.ftol, self.xtol
+        )
+        term = jnp.where(finite, term, 0)
+        # Trust-region bookkeeping of SciPy's inner loop: a non-finite trial shrinks the
+        # region; a terminating trial leaves it as it was.
+        Delta = jnp.where(~finite, 0.25 * step_h_norm, jnp.where(term != 0, state.Delta, Delta_new))
+        alpha = jnp.where(finite & (term == 0), alpha * (state.Delta / Delta_new), alpha)
+
+        accept = finite & (actual_reduction > 0)
+        iteration_ends = accept | (term != 0) | (nfev >= self.max_nfev)
+
+        keys = ("x", "f_true", "f", "cost", "J", "g", "scale_inv", "d", "g_h", "diag_h", "J_h", "uf", "s", "V", "theta", "g_norm")
+        current = {k: getattr(state, k) for k in keys}
+
+        def accepted(_):
+            return self._at_point(x_new, f_new, data, state.scale_inv if self.jac_scale else None)
+
+        pt = lax.cond(accept, accepted, lambda _: current, None)
+        njev = state.njev + accept.astype(jnp.int32)
+        nit = state.nit + iteration_ends.astype(jnp.int32)
+        zero = jnp.zeros((), state.cost.dtype)
+        state = eqx.tree_at(
+            lambda s: [getattr(s, k) for k in keys] + [s.Delta, s.alpha, s.nfev, s.njev, s.nit, s.actual_reduction, s.step_norm],
+            state,
+            [pt[k] for k in keys]
+            + [
+                Delta,
+                alpha,
+                nfev,
+                njev,
+                nit,
+                jnp.where(iteration_ends & ~accept, zero, jnp.where(accept, actual_reduction, state.actual_reduction)),
+                jnp.where(iteration_ends & ~accept, zero, jnp.where(accept, step_norm, state.step_norm)),
+            ],
+        )
+
+        stop_cb = jnp.asarray(False)
+        if self.callback is not None:
+            stop_cb = lax.cond(
+                iteration_ends,
+                lambda st: _report.call_user_callback(self.callback, st),
+                lambda st: jnp.asarray(False),
+                state,
+            )
+        jac_bad = accept & ~jnp.all(jnp.isfinite(state.J))
+        status = jnp.where(
+            ~iteration_ends,
+            RUNNING,
+            jnp.where(
+                stop_cb,
+                -2,
+                jnp.where(
+                    jac_bad,
+                    -3,
+                    jnp.where(
+                        state.g_norm < self.gtol,
+                        1,
+                        jnp.where(term != 0, term, jnp.where(nfev >= self.max_nfev, 0, RUNNING)),
+                    ),
+                ),
+            ),
+        ).astype(jnp.int32)
+        state = eqx.tree_at(lambda s: s.status, state, status)
+        if self.verbose == 2:
+            lax.cond(iteration_ends & ~stop_cb, lambda st: _report.row(st), lambda st: None, state)
+        return state
+
+    def postprocess(self, state, data):
+        if self.bounded:
+            active = find_active_constraints(state.x, data.lb, data.ub, rtol=self.xtol)
+        else:
+            active = jnp.zeros(state.x.shape, jnp.int32)
+        if self.verbose >= 1:
+            _report.summary(state)
+        return dict(
+            x=state.x,
+            cost=state.cost,
+            fun=state.f_true,
+            jac=state.J,
+            grad=state.g,
+            optimality=state.g_norm,
+            active_mask=active,
+            nfev=state.nfev,
+            njev=state.njev,
+            status=state.status,
+        )
