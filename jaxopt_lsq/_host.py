@@ -83,22 +83,75 @@ def is_tracer(*trees):
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
 
 
-def host_call(fun, x, args, kwargs, out_shape, out_dtype):
+def host_call(fun, x, args, kwargs, out_shape, out_dtype, rows=False):
     """Evaluate a NumPy function inside a trace through :func:`jax.pure_callback`.
 
     ``x`` may be complex (complex-step differentiation); the result then has the
-    complex dtype matching ``out_dtype``.
+    complex dtype matching ``out_dtype``. With ``rows=True``, ``x`` is a stack of
+    points ``(k, n)`` and ``fun`` is called on each row within one callback (one trip
+    to the host for a whole finite-difference stencil); the result has shape
+    ``(k, *out_shape)``.
     """
     dyn, static = eqx.partition((args, kwargs), is_dynamic)
     complex_in = jnp.issubdtype(x.dtype, jnp.complexfloating)
     dtype = jnp.result_type(out_dtype, jnp.complex64) if complex_in else out_dtype
     dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    out_shape = tuple(out_shape)
+
+    def one(x_, a, k):
+        out = np.atleast_1d(np.asarray(fun(x_, *a, **k)))
+        return np.asarray(out, dtype=dtype).reshape(out_shape)
 
     def callback(x_, dyn_):
         a, k = eqx.combine(dyn_, static)
-        out = np.atleast_1d(np.asarray(fun(np.asarray(x_), *a, **k)))
-        return np.asarray(out, dtype=dtype).reshape(out_shape)
+        x_ = np.asarray(x_)
+        if rows:
+            return np.stack([one(r, a, k) for r in x_]).reshape((x_.shape[0],) + out_shape)
+        return one(x_, a, k)
 
+    shape = ((x.shape[0],) + out_shape) if rows else out_shape
     return jax.pure_callback(
-        callback, jax.ShapeDtypeStruct(out_shape, dtype), x, dyn, vmap_method="sequential"
+        callback, jax.ShapeDtypeStruct(shape, dtype), x, dyn, vmap_method="sequential"
     )
+
+
+class StaticArgs:
+    """Hashable holder of the non-array leaves of ``(args, kwargs)``: part of the key of
+    a compiled solve. Unhashable leaves are compared by identity."""
+
+    def __init__(self, tree):
+        self.leaves, self.treedef = jax.tree_util.tree_flatten(tree, is_leaf=lambda v: v is None)
+        try:
+            self._hash = hash((self.treedef, tuple(self.leaves)))
+        except TypeError:
+            self._hash = hash((self.treedef, tuple(id(v) for v in self.leaves)))
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, StaticArgs)
+            and self.treedef == other.treedef
+            and len(self.leaves) == len(other.leaves)
+            and all(a is b or (type(a) is type(b) and _safe_eq(a, b)) for a, b in zip(self.leaves, other.leaves))
+        )
+
+    def tree(self):
+        return jax.tree_util.tree_unflatten(self.treedef, self.leaves)
+
+
+def _safe_eq(a, b):
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def split_data(args, kwargs):
+    """``(args, kwargs)`` as traced data (array leaves; Python floats as NumPy scalars)
+    and a :class:`StaticArgs` of everything else."""
+    tree = (tuple(args), dict(kwargs))
+    dyn, static = eqx.partition(tree, is_dynamic)
+    dyn = jax.tree_util.tree_map(lambda v: np.asarray(v) if isinstance(v, (float, complex)) else v, dyn)
+    return dyn, StaticArgs(static)

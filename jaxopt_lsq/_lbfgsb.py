@@ -9,28 +9,21 @@ changes between calls goes through ``args`` as arrays and never causes a recompi
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
-from collections import OrderedDict
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._host import host_call, is_tracer, output_struct, split_data
 from ._iterate import iterate
-from ._lbfgsb_support import (
-    FD_METHODS,
-    fd_evals_per_gradient,
-    fd_gradient_jax,
-    fd_gradient_numpy,
-    host_call,
-    is_traceable,
-    split_args,
-    static_key,
-)
+from ._jacobian import FD_METHODS, fd_evaluations, fd_jacobian, value_and_fd_grad_on_host
 from ._result import OptimizeResult, register_result_kind
 from ._solvers import lbfgsb as _solver
+from ._validate import float_dtype
 
 try:  # SciPy's warning class when SciPy is installed, so filters written for it work
     from scipy.optimize import OptimizeWarning
@@ -184,28 +177,22 @@ def _check_fmin_bounds(bounds, n):
 
 
 def _as_x0(x0, ravel):
-    x0 = jnp.asarray(x0)
+    """``x0`` as a 1-D float array: a NumPy copy when concrete, a JAX array in a trace."""
+    dtype = float_dtype(x0)
+    xp = jnp if is_tracer(x0) else np
+    x0 = xp.asarray(x0).astype(dtype)
     if ravel:
         x0 = x0.reshape(-1)
     elif x0.ndim == 0:
         x0 = x0.reshape(1)
     if x0.ndim != 1:
         raise ValueError("'x0' must only have one dimension.")
-    if not jnp.issubdtype(x0.dtype, jnp.floating):
-        x0 = x0.astype(jnp.result_type(float))
     return x0
 
 
 # ----------------------------------------------------------------------------------
-# Gradient plan and compiled-solve cache
+# Objective and gradient, compiled-solve cache
 # ----------------------------------------------------------------------------------
-
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_SIZE = 128
-
-
-def _struct(a):
-    return (tuple(a.shape), str(a.dtype))
 
 
 def _callback_adapter(callback):
@@ -222,117 +209,95 @@ def _callback_adapter(callback):
     return lambda x, f: callback(np.asarray(x))
 
 
-def _build_fg(fun, jac, grad_mode, x_struct, dyn, static, fd_method, abs_step, rel_step):
-    """Return ``(fg, evals_per_fg)``; ``fg(x, (lower, upper, dyn)) -> (f, g)``."""
-    n = x_struct.shape[0]
-    dtype = x_struct.dtype
-    f_s = jax.ShapeDtypeStruct((), dtype)
-    g_s = jax.ShapeDtypeStruct((n,), dtype)
+def _packed(fun, jac=None):
+    """A NumPy ``(f, g)`` (or ``f`` and ``jac``) as one ``(n + 1,)`` host result."""
+    if jac is None:
+        def fg(x, *a):
+            f, g = fun(x, *a)
+            return np.concatenate([np.ravel(f), np.ravel(g)])
+    else:
+        def fg(x, *a):
+            return np.concatenate([np.ravel(fun(x, *a)), np.ravel(jac(x, *a))])
+    return fg
 
-    def user(fn):
-        return lambda x, d: fn(x, *eqx.combine(d, static))
+
+def _make_fg(fun, jac, grad_mode, fun_traced, jac_traced, fd_method, step_kind, n, dtype,
+             bounded, static):
+    """``fg(x, (lower, upper, (step, dyn))) -> (f, g)``: the objective and its gradient,
+    traced or on the host, by the chosen rule."""
+
+    def unpack(a):
+        lower, upper, (step, dyn) = a
+        args, kwargs = eqx.combine(dyn, static.tree())
+        return lower, upper, step, args, kwargs
 
     def scalar(v):
         return jnp.reshape(jnp.asarray(v), ()).astype(dtype)
 
-    def np_call(fn, x, d):
-        return fn(np.asarray(x), *eqx.combine(d, static))
+    def vector(v):
+        return jnp.reshape(jnp.asarray(v), (n,)).astype(dtype)
+
+    def split(fg_packed):
+        return fg_packed[0], fg_packed[1:]
 
     if grad_mode == "fg":  # fun returns (f, g)
-        if is_traceable(fun, x_struct, dyn, static, n_out=2):
-            def fg(x, a):
-                f, g = user(fun)(x, a[2])
-                return scalar(f), jnp.reshape(jnp.asarray(g), (n,)).astype(dtype)
-        else:
-            def fg(x, a):
-                return host_call(lambda xx, d: np_call(fun, xx, d), (f_s, g_s), x, a[2])
-        return fg, 1
+        def fg(x, a):
+            _, _, _, args, kw = unpack(a)
+            if fun_traced:
+                f, g = fun(x, *args)
+                return scalar(f), vector(g)
+            return split(host_call(_packed(fun), x, args, kw, (n + 1,), dtype))
+        return fg
 
     if grad_mode == "jac":  # separate gradient callable
-        f_tr = is_traceable(fun, x_struct, dyn, static)
-        g_tr = is_traceable(jac, x_struct, dyn, static)
-
         def fg(x, a):
-            if f_tr:
-                f = scalar(user(fun)(x, a[2]))
-            else:
-                f = host_call(lambda xx, d: np_call(fun, xx, d), f_s, x, a[2])
-            if g_tr:
-                g = jnp.reshape(jnp.asarray(user(jac)(x, a[2])), (n,)).astype(dtype)
-            else:
-                g = host_call(lambda xx, d: np_call(jac, xx, d), g_s, x, a[2])
+            _, _, _, args, kw = unpack(a)
+            if not fun_traced and not jac_traced:
+                return split(host_call(_packed(fun, jac), x, args, kw, (n + 1,), dtype))
+            f = scalar(fun(x, *args)) if fun_traced else host_call(fun, x, args, kw, (), dtype)
+            g = vector(jac(x, *args)) if jac_traced else host_call(jac, x, args, kw, (n,), dtype)
             return f, g
+        return fg
 
-        return fg, 1
-
-    traceable = is_traceable(fun, x_struct, dyn, static)
-    if grad_mode == "auto" and traceable:
+    if grad_mode == "auto" and fun_traced:
         def fg(x, a):
-            return jax.value_and_grad(lambda xx: scalar(user(fun)(xx, a[2])))(x)
+            _, _, _, args, _ = unpack(a)
+            return jax.value_and_grad(lambda v: scalar(fun(v, *args)))(x)
+        return fg
 
-        return fg, 1
-
-    # finite differences
-    method = fd_method
-    evals = 1 + fd_evals_per_gradient(method, n)
-    if traceable:
-        def fg(x, a):
-            lower, upper, d = a
-            f = lambda xx: scalar(user(fun)(xx, d))  # noqa: E731
-            f0 = f(x)
-            g = fd_gradient_jax(f, x, f0, lower, upper, method, abs_step, rel_step)
-            return f0, g
-    else:
-        def host_fg(x, lower, upper, d):
-            f = lambda xx: float(np.asarray(np_call(fun, xx, d)).reshape(()))  # noqa: E731
-            f0 = f(x)
-            g = fd_gradient_numpy(f, x, f0, lower, upper, method, abs_step, rel_step)
-            return f0, g
-
-        def fg(x, a):
-            return host_call(host_fg, (f_s, g_s), x, a[0], a[1], a[2])
-
-    return fg, evals
+    # Finite differences (SciPy's rules; absolute step ``eps`` or relative step).
+    def fg(x, a):
+        lower, upper, step, args, kw = unpack(a)
+        rel = step if step_kind == "rel" else None
+        abs_ = step if step_kind == "abs" else None
+        if not fun_traced:
+            return value_and_fd_grad_on_host(fun, x, args, kw, fd_method, rel, lower, upper,
+                                             bounded, abs_)
+        f1 = lambda v: jnp.reshape(fun(v, *args), (1,)).astype(dtype)  # noqa: E731
+        f0 = f1(x)
+        g = fd_jacobian(f1, x, f0, fd_method, rel, lower, upper, bounded, abs_)[0]
+        return f0[0], g
+    return fg
 
 
-def _get_solve(fun, jac, grad_mode, x0, dyn, static, settings):
-    """The jitted solve for this static configuration (built once, then cached)."""
-    skey = static_key(static)
-    dyn_struct = jax.tree_util.tree_map(
-        lambda a: _struct(jnp.asarray(a)), dyn
-    )
-    key = (fun, jac if callable(jac) or jac is None else str(jac), grad_mode,
-           _struct(x0), jax.tree_util.tree_structure(dyn), str(dyn_struct), skey,
-           tuple(sorted(settings.items())))
-    if skey is not None:
-        try:
-            hit = _CACHE.get(key)
-        except TypeError:
-            hit, skey = None, None
-        if hit is not None:
-            _CACHE.move_to_end(key)
-            return hit
-    x_struct = jax.ShapeDtypeStruct(x0.shape, x0.dtype)
-    dyn_shapes = jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.asarray(a).dtype), dyn
-    )
-    s = dict(settings)
-    fg, evals = _build_fg(
-        fun, jac, grad_mode, x_struct, dyn_shapes, static,
-        s.pop("fd_method"), s.pop("abs_step"), s.pop("rel_step"),
-    )
-    cb = s.pop("callback")
-    solver = _solver.LbfgsbSolver(fg=fg, evals_per_fg=evals, callback=cb, **s)
+@functools.lru_cache(maxsize=128)
+def _compiled_solve(config):
+    """The jitted solve for one static configuration (a plain tuple: cheap to hash).
 
-    @jax.jit
-    def solve(x0, lower, upper, dyn):
-        return iterate(solver, x0, (lower, upper, dyn))
+    Data (``x0``, bounds, finite-difference steps, array leaves of ``args``) are
+    arguments of the returned functions, so new values reuse the compilation.
+    """
+    fg_cfg, solver_cfg, callback = config
+    fg = _make_fg(*fg_cfg)
+    fun, jac, grad_mode, fun_traced, jac_traced, fd_method, step_kind, n, dtype, bounded, _ = fg_cfg
+    fd = grad_mode == "fd" or (grad_mode == "auto" and not fun_traced)
+    evals = 1 + fd_evaluations(fd_method, n) if fd else 1
+    solver = _solver.LbfgsbSolver(fg, evals, *solver_cfg, callback=_callback_adapter(callback))
 
-    if skey is not None:
-        _CACHE[key] = solve
-        if len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return solve
+    def run(x0, lower, upper, step, dyn):
+        return iterate(solver, x0, (lower, upper, (step, dyn)))
+
+    return jax.jit(run)
 
 
 def _minimize_lbfgsb(
@@ -354,12 +319,12 @@ def _minimize_lbfgsb(
     n = x0.shape[0]
     dtype = x0.dtype
     if bounds is None:
-        lower = jnp.full((n,), -jnp.inf, dtype)
-        upper = jnp.full((n,), jnp.inf, dtype)
+        lower = np.full((n,), -np.inf, dtype)
+        upper = np.full((n,), np.inf, dtype)
     else:
         lb, ub = _check_bounds(bounds, n)
-        lower = jnp.asarray(lb, dtype)
-        upper = jnp.asarray(ub, dtype)
+        lower = np.asarray(lb, dtype)
+        upper = np.asarray(ub, dtype)
     if not maxls > 0:
         raise ValueError("maxls must be positive.")
     if not maxcor > 0:
@@ -368,18 +333,31 @@ def _minimize_lbfgsb(
         args = (args,)
 
     if _approx_grad:
-        grad_mode, fd_method, abs_step, rel_step = "fd", "2-point", eps, None
+        grad_mode, fd_method, step_kind, step = "fd", "2-point", "abs", eps
     elif jac is True:
-        grad_mode, fd_method, abs_step, rel_step = "fg", None, None, None
+        grad_mode, fd_method, step_kind, step = "fg", None, None, None
     elif callable(jac):
-        grad_mode, fd_method, abs_step, rel_step = "jac", None, None, None
+        grad_mode, fd_method, step_kind, step = "jac", None, None, None
     elif isinstance(jac, str) and jac in FD_METHODS:
-        grad_mode, fd_method, abs_step, rel_step = "fd", jac, None, finite_diff_rel_step
+        rel = finite_diff_rel_step
+        grad_mode, fd_method = "fd", jac
+        step_kind, step = ("rel", rel) if rel is not None else (None, None)
     else:  # None/False: autodiff when traceable, else SciPy's forward differences
-        grad_mode, fd_method, abs_step, rel_step = "auto", "2-point", eps, None
-    if isinstance(abs_step, np.ndarray) or isinstance(rel_step, np.ndarray):
-        abs_step = None if abs_step is None else tuple(np.ravel(abs_step).tolist())
-        rel_step = None if rel_step is None else tuple(np.ravel(rel_step).tolist())
+        grad_mode, fd_method, step_kind, step = "auto", "2-point", "abs", eps
+    if step is not None:
+        xp = jnp if is_tracer(step) else np
+        step = xp.broadcast_to(xp.asarray(step, dtype), (n,))
+
+    x_struct = jax.ShapeDtypeStruct((n,), dtype)
+    out = output_struct(fun, x_struct, args)
+    if grad_mode == "fg":
+        fun_traced = isinstance(out, (tuple, list)) and len(out) == 2
+    else:
+        fun_traced = out is not None
+    jac_traced = grad_mode == "jac" and output_struct(jac, x_struct, args) is not None
+    if grad_mode == "auto" and fun_traced:
+        fd_method, step_kind, step = None, None, None
+    dyn, static = split_data(args, {})
 
     large = n > LARGE_N
     gcp_chunk = (_GCP_CHUNK if large else None) if _gcp_chunk is _NoValue else _gcp_chunk
@@ -388,26 +366,14 @@ def _minimize_lbfgsb(
         if _gram_update_size is _NoValue
         else _gram_update_size
     )
-    settings = dict(
-        m=int(maxcor),
-        ftol=float(ftol),
-        pgtol=float(gtol),
-        maxfun=int(maxfun),
-        maxiter=int(maxiter),
-        maxls=int(maxls),
-        bounded=bounds is not None,
-        gcp_chunk=gcp_chunk,
-        gram_update_size=gram_upd,
-        fd_method=fd_method,
-        abs_step=None if abs_step is None else (
-            abs_step if isinstance(abs_step, tuple) else float(abs_step)),
-        rel_step=None if rel_step is None else (
-            rel_step if isinstance(rel_step, tuple) else float(rel_step)),
-        callback=_callback_adapter(callback),
-    )
-    dyn, static = split_args(args)
-    solve = _get_solve(fun, jac, grad_mode, x0, dyn, static, settings)
-    out = solve(x0, lower, upper, dyn)
+    bounded = bounds is not None
+    fg_cfg = (fun, jac, grad_mode, fun_traced, jac_traced, fd_method, step_kind, n, dtype,
+              bounded, static)
+    # Field order of LbfgsbSolver after ``fg`` and ``evals_per_fg``.
+    solver_cfg = (int(maxcor), float(ftol), float(gtol), int(maxfun), int(maxiter), int(maxls),
+                  bounded, gcp_chunk, gram_upd)
+    solve = _compiled_solve((fg_cfg, solver_cfg, callback))
+    out = solve(x0, lower, upper, step, dyn)
     hess_inv = LbfgsInvHessProduct(out.pop("sk"), out.pop("yk"))
     out.pop("n_corrs")
     return OptimizeResult(_kind="lbfgsb", hess_inv=hess_inv, **out)

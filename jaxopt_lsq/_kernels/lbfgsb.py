@@ -110,6 +110,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .bounds import step_size_to_bound
+
 _HI = lax.Precision.HIGHEST
 
 
@@ -279,17 +281,6 @@ def breakpoints(x, g, lower, upper):
 def steepest_descent_point(x, g, lower, upper):
     """``P(x - g)``: the Cauchy point (and search end point) with an empty memory."""
     return jnp.clip(x - g, lower, upper)
-
-
-def max_step_to_bounds(x, d, lower, upper):
-    """Largest ``stp`` with ``x + stp d`` feasible (``inf`` when unbounded)."""
-    dtype = x.dtype
-    inf = jnp.asarray(jnp.inf, dtype)
-    ds = jnp.where(d == 0, 1.0, d)
-    r_l = jnp.where((d < 0) & jnp.isfinite(lower), (lower - x) / ds, inf)
-    r_u = jnp.where((d > 0) & jnp.isfinite(upper), (upper - x) / ds, inf)
-    r = jnp.maximum(jnp.minimum(r_l, r_u), 0.0)
-    return jnp.min(r)
 
 
 # ---------------------------------------------------------------------------------
@@ -606,7 +597,7 @@ def subspace_minimization(x, g, lower, upper, xc, c, free, mem: Memory, M, gram_
     xp = jnp.clip(xbar, lower, upper)
     hit = jnp.any(free & ((xp <= lower) | (xp >= upper)) & (du != 0))
     ascent = jnp.dot(xp - x, g, precision=_HI) > 0
-    alpha = jnp.minimum(max_step_to_bounds(xc, du, lower, upper), 1.0)
+    alpha = jnp.minimum(step_size_to_bound(xc, du, lower, upper)[0], 1.0)
     xt = jnp.clip(xc + alpha * du, lower, upper)
     xbar = jnp.where(hit & ascent, xt, xp)
     has_pairs = jnp.any(mem.age >= 0)

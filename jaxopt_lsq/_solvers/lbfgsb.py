@@ -35,6 +35,7 @@ from jax import lax
 from .._iterate import AbstractSolver
 from .._result import RUNNING
 from .._kernels import lbfgsb as K
+from .._kernels.bounds import step_size_to_bound
 
 TASK_PGTOL = 401
 TASK_FTOL = 402
@@ -159,7 +160,7 @@ class LbfgsbSolver(AbstractSolver):
         if self.bounded:
             constrained = jnp.any(jnp.isfinite(lower) | jnp.isfinite(upper))
             boxed = jnp.all(jnp.isfinite(lower) & jnp.isfinite(upper))
-            smax = jnp.minimum(K.max_step_to_bounds(x, d, lower, upper), _BIG_STEP)
+            smax = jnp.minimum(step_size_to_bound(x, d, lower, upper)[0], _BIG_STEP)
             stpmax = jnp.where(constrained, jnp.where(nit == 0, 1.0, smax), _BIG_STEP)
         else:
             boxed = jnp.asarray(False)
