@@ -148,9 +148,19 @@ def _safe_eq(a, b):
         return False
 
 
+_FLAT_STATIC = {}
+
+
 def split_data(args, kwargs):
     """``(args, kwargs)`` as traced data (array leaves; Python floats as NumPy scalars)
     and a :class:`StaticArgs` of everything else."""
+    if not kwargs and all(isinstance(a, (np.ndarray, jax.Array)) for a in args):
+        # The common case (arrays only, or nothing) without a pytree walk: the same result.
+        k = len(args)
+        static = _FLAT_STATIC.get(k)
+        if static is None:
+            static = _FLAT_STATIC.setdefault(k, StaticArgs(((None,) * k, {})))
+        return (tuple(args), {}), static
     tree = (tuple(args), dict(kwargs))
     dyn, static = eqx.partition(tree, is_dynamic)
     dyn = jax.tree_util.tree_map(lambda v: np.asarray(v) if isinstance(v, (float, complex)) else v, dyn)

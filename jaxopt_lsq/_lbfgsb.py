@@ -145,6 +145,12 @@ def _bounds_pairs_to_arrays(bounds):
     """``(min, max)`` pairs (None = unbounded) or an object with ``lb``/``ub``."""
     if hasattr(bounds, "lb") and hasattr(bounds, "ub"):
         return np.asarray(bounds.lb, float), np.asarray(bounds.ub, float)
+    try:  # the common case, numbers only (None would read as NaN)
+        arr = np.asarray(bounds, float)
+        if arr.ndim == 2 and arr.shape[1] == 2 and not np.isnan(arr).any():
+            return arr[:, 0].copy(), arr[:, 1].copy()
+    except (TypeError, ValueError):
+        pass
     lb, ub = zip(*bounds)
     lb = np.array([-np.inf if v is None else float(np.asarray(v).item()) for v in lb])
     ub = np.array([np.inf if v is None else float(np.asarray(v).item()) for v in ub])
@@ -153,8 +159,10 @@ def _bounds_pairs_to_arrays(bounds):
 
 def _check_minimize_bounds(bounds, n):
     lb, ub = _bounds_pairs_to_arrays(bounds)
-    if np.any(ub < lb):
+    if (ub < lb).any():
         raise ValueError("An upper bound is less than the corresponding lower bound.")
+    if lb.shape == (n,) and ub.shape == (n,):
+        return lb, ub
     try:
         lb = np.broadcast_to(lb, (n,))
         ub = np.broadcast_to(ub, (n,))
@@ -178,7 +186,10 @@ def _check_fmin_bounds(bounds, n):
 
 def _as_x0(x0, ravel):
     """``x0`` as a 1-D float array: a NumPy copy when concrete, a JAX array in a trace."""
-    dtype = float_dtype(x0)
+    if isinstance(x0, np.ndarray) and x0.dtype in (np.float32, np.float64):
+        dtype = jax.dtypes.canonicalize_dtype(x0.dtype)
+    else:
+        dtype = float_dtype(x0)
     xp = jnp if is_tracer(x0) else np
     x0 = xp.asarray(x0).astype(dtype)
     if ravel:
@@ -297,7 +308,33 @@ def _compiled_solve(config):
     def run(x0, lower, upper, step, dyn):
         return iterate(solver, x0, (lower, upper, (step, dyn)))
 
-    return jax.jit(run)
+    def run_packed(packed, dyn):
+        # Eager calls: one buffer to the device (x0, bounds, step) and two back.
+        x0, lower, upper = packed[:n], packed[n : 2 * n], packed[2 * n : 3 * n]
+        step = packed[3 * n :] if step_kind is not None else None
+        out = run(x0, lower, upper, step, dyn)
+        floats = jnp.concatenate([jnp.ravel(out[k]) for k in _FLOAT_FIELDS])
+        ints = jnp.stack([out[k].astype(jnp.int32) for k in _INT_FIELDS])
+        return floats, ints
+
+    return jax.jit(run), jax.jit(run_packed)
+
+
+# How eager results travel to the host, and how they are unpacked there.
+_FLOAT_FIELDS = ("x", "fun", "jac", "sk", "yk")
+_INT_FIELDS = ("nfev", "njev", "nit", "status", "task_code")
+
+
+def _unpack(floats, ints, n, m):
+    """Eager results as SciPy gives them: NumPy arrays, a NumPy float, Python ints."""
+    x = floats[:n].copy()
+    fun = floats[n]
+    jac = floats[n + 1 : 2 * n + 1].copy()
+    sk = floats[2 * n + 1 : 2 * n + 1 + m * n].reshape(m, n)
+    yk = floats[2 * n + 1 + m * n :].reshape(m, n)
+    nfev, njev, nit, status, task = (int(v) for v in ints)
+    return dict(x=x, fun=fun, jac=jac, nfev=nfev, njev=njev, nit=nit, status=status,
+                task_code=task), sk, yk
 
 
 def _minimize_lbfgsb(
@@ -344,9 +381,6 @@ def _minimize_lbfgsb(
         step_kind, step = ("rel", rel) if rel is not None else (None, None)
     else:  # None/False: autodiff when traceable, else SciPy's forward differences
         grad_mode, fd_method, step_kind, step = "auto", "2-point", "abs", eps
-    if step is not None:
-        xp = jnp if is_tracer(step) else np
-        step = xp.broadcast_to(xp.asarray(step, dtype), (n,))
 
     x_struct = jax.ShapeDtypeStruct((n,), dtype)
     out = output_struct(fun, x_struct, args)
@@ -357,6 +391,9 @@ def _minimize_lbfgsb(
     jac_traced = grad_mode == "jac" and output_struct(jac, x_struct, args) is not None
     if grad_mode == "auto" and fun_traced:
         fd_method, step_kind, step = None, None, None
+    if step is not None:
+        xp = jnp if is_tracer(step) else np
+        step = xp.broadcast_to(xp.asarray(step, dtype), (n,))
     dyn, static = split_data(args, {})
 
     large = n > LARGE_N
@@ -372,11 +409,16 @@ def _minimize_lbfgsb(
     # Field order of LbfgsbSolver after ``fg`` and ``evals_per_fg``.
     solver_cfg = (int(maxcor), float(ftol), float(gtol), int(maxfun), int(maxiter), int(maxls),
                   bounded, gcp_chunk, gram_upd)
-    solve = _compiled_solve((fg_cfg, solver_cfg, callback))
-    out = solve(x0, lower, upper, step, dyn)
-    hess_inv = LbfgsInvHessProduct(out.pop("sk"), out.pop("yk"))
-    out.pop("n_corrs")
-    return OptimizeResult(_kind="lbfgsb", hess_inv=hess_inv, **out)
+    solve, solve_packed = _compiled_solve((fg_cfg, solver_cfg, callback))
+    if is_tracer(x0, step, dyn):
+        out = solve(x0, lower, upper, step, dyn)
+        sk, yk = out.pop("sk"), out.pop("yk")
+        out.pop("n_corrs")
+    else:
+        parts = [x0, lower, upper] if step is None else [x0, lower, upper, step]
+        packed = np.concatenate(parts)
+        out, sk, yk = _unpack(*jax.device_get(solve_packed(packed, dyn)), n, int(maxcor))
+    return OptimizeResult(_kind="lbfgsb", hess_inv=LbfgsInvHessProduct(sk, yk), **out)
 
 
 # ----------------------------------------------------------------------------------

@@ -366,3 +366,54 @@ def test_deprecated_iprint_disp_warn_like_scipy():
     with pytest.warns(DeprecationWarning) as theirs:
         so.fmin_l_bfgs_b(fg_np, np.ones(2), iprint=1, disp=1)
     assert [str(w.message) for w in ours] == [str(w.message) for w in theirs]
+
+
+# --- shared host/FD machinery and the eager facade ------------------------------------
+@pytest.mark.parametrize("method", ["2-point", "3-point", "cs"])
+def test_numpy_function_fd_schemes_match_scipy(method):
+    """A NumPy objective: f and its FD gradient in one host callback, SciPy's counts."""
+    def f(x):
+        x = np.asarray(x)
+        return np.sum((x - 0.3) ** 2 * np.arange(1, x.size + 1)) + x[0] * x[1] ** 3
+
+    bounds = [(-1, 1), (0.1, 2), (-2, 0.2)]
+    x0 = np.array([0.5, 0.5, 0.0])
+    res = jl.minimize(f, x0, jac=method, bounds=bounds)
+    ref = so.minimize(f, x0, jac=method, method="L-BFGS-B", bounds=bounds)
+    np.testing.assert_allclose(res.x, ref.x, atol=1e-6)
+    assert res.nit == ref.nit and res.nfev == ref.nfev
+
+
+def test_fmin_epsilon_is_an_absolute_step():
+    def f(x):
+        return float(np.sum(np.cosh(np.asarray(x) - 1.0)))
+
+    for eps in (1e-8, 1e-3):
+        x, fx, d = jl.fmin_l_bfgs_b(f, np.zeros(2), approx_grad=True, epsilon=eps)
+        xs, fs, ds = so.fmin_l_bfgs_b(f, np.zeros(2), approx_grad=True, epsilon=eps)
+        np.testing.assert_allclose(x, xs, atol=1e-7)
+        np.testing.assert_allclose(d["grad"], ds["grad"], rtol=1e-6, atol=1e-9)
+        assert d["funcalls"] == ds["funcalls"]
+
+
+def test_eager_result_types_like_scipy():
+    res = jl.minimize(rosen(jnp), np.zeros(3), bounds=[(-1, 0.5)] * 3)
+    ref = scipy_solve(rosen(np), rosen(jnp), np.zeros(3), bounds=[(-1, 0.5)] * 3)
+    assert isinstance(res.x, np.ndarray) and isinstance(res.jac, np.ndarray)
+    for k in ("nit", "nfev", "njev", "status"):
+        assert type(res[k]) is int and res[k] == ref[k]
+    assert isinstance(res.fun, np.floating) and isinstance(res.success, (bool, np.bool_))
+    assert res.message == ref.message
+
+
+def test_callback_and_new_data_reuse_the_compiled_solve():
+    seen = []
+    cb = seen.append
+    f = regression(jnp)
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((12, 3))
+    jl.minimize(f, np.zeros(3), args=(A, rng.standard_normal(12)), callback=cb)
+    misses = facade._compiled_solve.cache_info().misses
+    jl.minimize(f, np.zeros(3), args=(A, rng.standard_normal(12)), callback=cb)
+    assert facade._compiled_solve.cache_info().misses == misses
+    assert seen

@@ -222,8 +222,10 @@ class LbfgsbSolver(AbstractSolver):
         if self.bounded:
             x_t = jnp.clip(x_t, lower, upper)
         f_t, g_t = self._evaluate(x_t, args)
-        nfev = s.nfev + self.evals_per_fg
-        njev = s.njev + 1
+        # Under vmap a finished lane still runs this step: everything that would change
+        # it is gated by ``running`` (cheaper than selecting the whole state at the end).
+        nfev = s.nfev + jnp.where(running, self.evals_per_fg, 0)
+        njev = s.njev + running.astype(jnp.int32)
         gd_t = jnp.dot(g_t, s.d)
         finite = jnp.isfinite(f_t) & jnp.isfinite(gd_t) & jnp.all(jnp.isfinite(g_t))
 
@@ -233,15 +235,18 @@ class LbfgsbSolver(AbstractSolver):
             s.ls, s.stp, jnp.where(finite, f_t, 0.0), jnp.where(finite, gd_t, 0.0),
             jnp.zeros_like(s.stp), s.stpmax,
         )
-        stp_bad = jnp.where(finite, s.stp_bad, jnp.minimum(s.stp_bad, s.stp))
-        ls_n = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), ls_n, s.ls)
+        bad = running & ~finite
+        stp_bad = jnp.where(bad, jnp.minimum(s.stp_bad, s.stp), s.stp_bad)
+        upd = running & finite
+        ls_n = jax.tree_util.tree_map(lambda a, b: jnp.where(upd, a, b), ls_n, s.ls)
         back = s.ls.stx + 0.5 * (stp_bad - s.ls.stx)
-        stp_n = jnp.where(finite & (stp_n < stp_bad), stp_n, back).astype(dtype)
+        stp_n = jnp.where(upd & (stp_n < stp_bad), stp_n, back)
+        stp_n = jnp.where(running, stp_n, s.stp).astype(dtype)
         lstask = jnp.where(finite, lstask, K.LS_FG)
-        n_ls = s.n_ls + 1
+        n_ls = s.n_ls + running.astype(jnp.int32)
         accepted = running & (lstask != K.LS_FG)
         failed = running & ~accepted & (n_ls >= self.maxls)
-        nonfinite_seen = s.nonfinite_seen | ~finite
+        nonfinite_seen = s.nonfinite_seen | bad
 
         # 3. Memory pair from an accepted step (rows written in place, outside cond).
         sv = s.stp * s.d
@@ -328,8 +333,7 @@ class LbfgsbSolver(AbstractSolver):
                     cb(xk, fk)
 
             jax.debug.callback(_notify, accepted, x, f)
-        # A finished lane (under vmap) must not change any more.
-        return jax.tree_util.tree_map(lambda a, b: jnp.where(running, a, b), new, s)
+        return new
 
     def terminate(self, state):
         return state.status != RUNNING
