@@ -309,13 +309,15 @@ def _compiled_solve(config):
         return iterate(solver, x0, (lower, upper, (step, dyn)))
 
     def run_packed(packed, dyn):
-        # Eager calls: one buffer to the device (x0, bounds, step) and two back.
+        # Eager calls: one buffer to the device (x0, bounds, step) and one back.
         x0, lower, upper = packed[:n], packed[n : 2 * n], packed[2 * n : 3 * n]
         step = packed[3 * n :] if step_kind is not None else None
         out = run(x0, lower, upper, step, dyn)
-        floats = jnp.concatenate([jnp.ravel(out[k]) for k in _FLOAT_FIELDS])
         ints = jnp.stack([out[k].astype(jnp.int32) for k in _INT_FIELDS])
-        return floats, ints
+        # int32 counters travel exactly: as float64 values, or bit for bit in float32.
+        if dtype == jnp.float32:
+            ints = jax.lax.bitcast_convert_type(ints, jnp.float32)
+        return jnp.concatenate([ints.astype(dtype)] + [jnp.ravel(out[k]) for k in _FLOAT_FIELDS])
 
     return jax.jit(run), jax.jit(run_packed)
 
@@ -325,8 +327,11 @@ _FLOAT_FIELDS = ("x", "fun", "jac", "sk", "yk")
 _INT_FIELDS = ("nfev", "njev", "nit", "status", "task_code")
 
 
-def _unpack(floats, ints, n, m):
+def _unpack(packed, n, m):
     """Eager results as SciPy gives them: NumPy arrays, a NumPy float, Python ints."""
+    k = len(_INT_FIELDS)
+    ints = packed[:k].view(np.int32) if packed.dtype == np.float32 else packed[:k]
+    floats = packed[k:]
     x = floats[:n].copy()
     fun = floats[n]
     jac = floats[n + 1 : 2 * n + 1].copy()
@@ -417,7 +422,7 @@ def _minimize_lbfgsb(
     else:
         parts = [x0, lower, upper] if step is None else [x0, lower, upper, step]
         packed = np.concatenate(parts)
-        out, sk, yk = _unpack(*jax.device_get(solve_packed(packed, dyn)), n, int(maxcor))
+        out, sk, yk = _unpack(np.asarray(solve_packed(packed, dyn)), n, int(maxcor))
     return OptimizeResult(_kind="lbfgsb", hess_inv=LbfgsInvHessProduct(sk, yk), **out)
 
 

@@ -112,12 +112,8 @@ class LbfgsbSolver(AbstractSolver):
         g = jnp.asarray(g, x.dtype).reshape(x.shape)
         return f, g
 
-    def _direction(self, x, f, g, lower, upper, mem, gram, free_prev, nit, reset):
-        """Start a line search from ``(x, f, g)``.
-
-        Returns the new memory/gram/free set, the direction and the line-search
-        state, and ``abnormal`` (no descent direction with an empty memory).
-        """
+    def _end_point(self, x, g, lower, upper, mem, gram, free_prev, reset):
+        """``xbar``: generalised Cauchy point, then subspace minimisation."""
         dtype = x.dtype
         mem = K.memory_reset(mem, reset)
         M, ok = K.middle_matrix(mem)
@@ -145,6 +141,25 @@ class LbfgsbSolver(AbstractSolver):
             # With an empty memory the Fortran code still takes the Cauchy step,
             # which without bounds is x - g / theta (theta = 1).
             xbar = jnp.where(mem.count > 0, xbar, x - g / mem.theta)
+        return xbar, mem, gram, free_prev
+
+    def _direction(self, x, f, g, lower, upper, mem, gram, free_prev, nit, reset, empty=False):
+        """Start a line search from ``(x, f, g)``.
+
+        Returns the new memory/gram/free set, the direction and the line-search
+        state, and ``abnormal`` (no descent direction with an empty memory).
+        ``empty=True`` (static: the first search) skips the limited-memory machinery:
+        with ``B = I`` the model along the projected path ``P(x - t g)`` has its
+        minimiser at ``t = 1``, so the Cauchy point is ``P(x - g)`` and there is no
+        subspace step.
+        """
+        dtype = x.dtype
+        if empty:
+            xbar = K.steepest_descent_point(x, g, lower, upper) if self.bounded else x - g
+        else:
+            xbar, mem, gram, free_prev = self._end_point(
+                x, g, lower, upper, mem, gram, free_prev, reset
+            )
         d = xbar - x
         gd = jnp.dot(g, d)
         has_pairs = mem.count > 0
@@ -188,7 +203,7 @@ class LbfgsbSolver(AbstractSolver):
         gs = jnp.where(finite, g, 0.0)
         mem, gram, free_prev, d, xbar, stpmax, gd, ls, stp, abnormal = self._direction(
             x, fs, gs, lower, upper, mem, gram, free_prev, jnp.asarray(0, jnp.int32),
-            jnp.asarray(False),
+            jnp.asarray(False), empty=True,
         )
         pg = K.projected_gradient_norm(x, g, lower, upper)
         converged = finite & (pg <= self.pgtol)
