@@ -179,3 +179,12 @@ def test_line_search_strong_wolfe(phi, stp0):
     assert f <= f0 + K.FTOL * stp * g0
     if task == K.LS_CONVERGED:
         assert abs(g) <= K.GTOL * abs(g0)
+
+
+@pytest.mark.parametrize("n", [1, 7, 128, 129])
+def test_stable_order_is_a_stable_argsort(n):
+    rng = np.random.default_rng(n)
+    t = rng.integers(0, 4, n).astype(float)  # many ties
+    t[::5] = np.inf
+    np.testing.assert_array_equal(np.asarray(K.stable_order(jnp.asarray(t))),
+                                  np.argsort(t, kind="stable"))

@@ -306,6 +306,22 @@ def compact_indices(mask, size):
     )
 
 
+#: Up to this size a stable order is found by counting (O(n^2) elementwise work in one
+#: fused pass), which on CPU beats XLA's comparison sort (about 2.7 vs 5.8 us at n = 100).
+RANK_ORDER_MAX_N = 128
+
+
+def stable_order(t):
+    """``jnp.argsort(t)`` (stable), by ranks for small ``t``."""
+    n = t.shape[0]
+    if n > RANK_ORDER_MAX_N:
+        return jnp.argsort(t)
+    i = jnp.arange(n, dtype=jnp.int32)
+    before = (t[None, :] < t[:, None]) | ((t[None, :] == t[:, None]) & (i[None, :] < i[:, None]))
+    rank = jnp.sum(before, axis=1, dtype=jnp.int32)
+    return jnp.zeros((n,), jnp.int32).at[rank].set(i, unique_indices=True)
+
+
 def select_smallest(t_work, size):
     """Indices of (up to) the ``size`` smallest finite entries of ``t_work`` (all > 0).
 
@@ -449,7 +465,7 @@ def cauchy_point(x, g, lower, upper, mem: Memory, M, *, chunk=None):
     )
 
     if chunk is None or chunk >= n:
-        order = jnp.argsort(t_work)
+        order = stable_order(t_work)
         tk = t_work[order]
         found, t_star, c_star, _, _ = scan(carry0, order.astype(jnp.int32), tk, n_brk)
     else:
