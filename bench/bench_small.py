@@ -189,19 +189,24 @@ def build_scipy(method):
     return build
 
 
-def build_ours_jit(p):
+def build_ours_jit(p, method="trf"):
     fun = p.make(jnp)
     x0 = jnp.asarray(p.x0)
     data = tuple(jnp.asarray(a) for a in p.args)
-    solve = jax.jit(lambda x0, *data: least_squares(fun, x0, args=data))
+    solve = jax.jit(lambda x0, *data: least_squares(fun, x0, args=data, method=method))
 
     def call():
         return _block(solve(x0, *data))
 
     def extract(r):
-        return np.asarray(r.x), f"{int(r.nfev)}+{int(r.njev)}J", int(r.status)
+        njev = "" if r.njev is None else f"+{int(r.njev)}J"
+        return np.asarray(r.x), f"{int(r.nfev)}{njev}", int(r.status)
 
     return call, extract
+
+
+def build_ours_lm_jit(p):
+    return build_ours_jit(p, method="lm")
 
 
 def build_ours_call(p):
@@ -285,6 +290,7 @@ def make_solvers():
     solvers += [
         Solver("ours_jit", "jaxopt_lsq (jit)", build_ours_jit, True),
         Solver("ours_call", "jaxopt_lsq (call)", build_ours_call, True),
+        Solver("ours_lm_jit", "jaxopt_lsq lm (jit)", build_ours_lm_jit, True),
     ]
     return solvers, notes
 
@@ -419,7 +425,10 @@ def render(problems, results, solvers, title):
     hdr += ["ours(jit) / SciPy trf", "ours(call) / SciPy trf"]
     if peers:
         hdr += ["ours(jit) / best JAX peer"]
-    rows, r_trf, r_call, r_peer = [], [], [], []
+    hdr += ["ours lm(jit) / SciPy lm"]
+    if peers:
+        hdr += ["ours lm(jit) / best JAX peer"]
+    rows, r_trf, r_call, r_peer, r_lm, r_lm_peer = [], [], [], [], [], []
     for p in problems:
         o = results[p.name]
         row = [p.name, p.n, p.m] + [_us(o[s.key].warm_s) if not o[s.key].error else "FAIL" for s in S]
@@ -434,12 +443,22 @@ def render(problems, results, solvers, title):
             b = _ratio(o["ours_jit"].warm_s, best_peer)
             r_peer.append(b)
             row.append(_fmt_ratio(b))
+        lm = _ratio(o["ours_lm_jit"].warm_s, o["scipy_lm"].warm_s)
+        r_lm.append(lm)
+        row.append(_fmt_ratio(lm))
+        if peers:
+            lp = _ratio(o["ours_lm_jit"].warm_s, best_peer)
+            r_lm_peer.append(lp)
+            row.append(_fmt_ratio(lp))
         rows.append(row)
     if len(problems) > 1:
         gm = ["geometric mean", "", ""] + [""] * len(S) + [_fmt_ratio(_gmean(r_trf)),
                                                   _fmt_ratio(_gmean(r_call))]
         if peers:
             gm.append(_fmt_ratio(_gmean(r_peer)))
+        gm.append(_fmt_ratio(_gmean(r_lm)))
+        if peers:
+            gm.append(_fmt_ratio(_gmean(r_lm_peer)))
         rows.append(gm)
     parts += ["**Warm time per solve (µs, lower is better)**", "", _table(hdr, rows), ""]
 

@@ -7,8 +7,19 @@ Same names, arguments, defaults, result fields, status codes and error messages 
 
 from ._curve_fit import OptimizeWarning as OptimizeWarning
 from ._curve_fit import curve_fit as curve_fit
+from ._lbfgsb import LbfgsInvHessProduct as LbfgsInvHessProduct
+from ._lbfgsb import fmin_l_bfgs_b as fmin_l_bfgs_b
+from ._lbfgsb import minimize as minimize
 from ._least_squares import least_squares as least_squares
 from ._result import OptimizeResult as OptimizeResult
 
 __version__ = "0.1.0"
-__all__ = ["least_squares", "curve_fit", "OptimizeResult", "OptimizeWarning"]
+__all__ = [
+    "least_squares",
+    "curve_fit",
+    "fmin_l_bfgs_b",
+    "minimize",
+    "LbfgsInvHessProduct",
+    "OptimizeResult",
+    "OptimizeWarning",
+]

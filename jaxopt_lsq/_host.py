@@ -107,26 +107,37 @@ def reraise_host_errors():
         raise errors[0]
 
 
-def host_call(fun, x, args, kwargs, out_shape, out_dtype):
+def host_call(fun, x, args, kwargs, out_shape, out_dtype, rows=False):
     """Evaluate a NumPy function inside a trace through :func:`jax.pure_callback`.
 
     ``x`` may be complex (complex-step differentiation); the result then has the
-    complex dtype matching ``out_dtype``.
+    complex dtype matching ``out_dtype``. With ``rows=True``, ``x`` is a stack of
+    points ``(k, n)`` and ``fun`` is called on each row within one callback (one trip
+    to the host for a whole finite-difference stencil); the result has shape
+    ``(k, *out_shape)``.
     """
     dyn, static = eqx.partition((args, kwargs), is_dynamic)
     complex_in = jnp.issubdtype(x.dtype, jnp.complexfloating)
     dtype = jnp.result_type(out_dtype, jnp.complex64) if complex_in else out_dtype
     dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    out_shape = tuple(out_shape)
+
+    def one(x_, a, k):
+        out = fun(x_, *a, **k)
+        out = out.toarray() if hasattr(out, "toarray") else out  # scipy.sparse -> dense
+        return np.asarray(np.atleast_1d(np.asarray(out)), dtype=dtype).reshape(out_shape)
 
     def callback(x_, dyn_):
+        x_ = np.asarray(x_)
+        full_shape = ((x_.shape[0],) + out_shape) if rows else out_shape
         scope = _SCOPES[-1] if _SCOPES else None
         if scope:  # this solve already failed: stop calling the user's function
-            return np.full(out_shape, np.nan, dtype)
+            return np.full(full_shape, np.nan, dtype)
         a, k = eqx.combine(dyn_, static)
         try:
-            out = fun(np.asarray(x_), *a, **k)
-            out = out.toarray() if hasattr(out, "toarray") else out
-            return np.asarray(np.atleast_1d(np.asarray(out)), dtype=dtype).reshape(out_shape)
+            if rows:
+                return np.stack([one(r, a, k) for r in x_]).reshape(full_shape)
+            return one(x_, a, k)
         except Exception as e:  # noqa: BLE001 - re-raised by the eager facade
             if scope is not None:
                 scope.append(e)
@@ -137,8 +148,61 @@ def host_call(fun, x, args, kwargs, out_shape, out_dtype):
                     RuntimeWarning,
                     stacklevel=2,
                 )
-            return np.full(out_shape, np.nan, dtype)
+            return np.full(full_shape, np.nan, dtype)
 
+    shape = ((x.shape[0],) + out_shape) if rows else out_shape
     return jax.pure_callback(
-        callback, jax.ShapeDtypeStruct(out_shape, dtype), x, dyn, vmap_method="sequential"
+        callback, jax.ShapeDtypeStruct(shape, dtype), x, dyn, vmap_method="sequential"
     )
+
+
+class StaticArgs:
+    """Hashable holder of the non-array leaves of ``(args, kwargs)``: part of the key of
+    a compiled solve. Unhashable leaves are compared by identity."""
+
+    def __init__(self, tree):
+        self.leaves, self.treedef = jax.tree_util.tree_flatten(tree, is_leaf=lambda v: v is None)
+        try:
+            self._hash = hash((self.treedef, tuple(self.leaves)))
+        except TypeError:
+            self._hash = hash((self.treedef, tuple(id(v) for v in self.leaves)))
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, StaticArgs)
+            and self.treedef == other.treedef
+            and len(self.leaves) == len(other.leaves)
+            and all(a is b or (type(a) is type(b) and _safe_eq(a, b)) for a, b in zip(self.leaves, other.leaves))
+        )
+
+    def tree(self):
+        return jax.tree_util.tree_unflatten(self.treedef, self.leaves)
+
+
+def _safe_eq(a, b):
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+_FLAT_STATIC = {}
+
+
+def split_data(args, kwargs):
+    """``(args, kwargs)`` as traced data (array leaves; Python floats as NumPy scalars)
+    and a :class:`StaticArgs` of everything else."""
+    if not kwargs and all(isinstance(a, (np.ndarray, jax.Array)) for a in args):
+        # The common case (arrays only, or nothing) without a pytree walk: the same result.
+        k = len(args)
+        static = _FLAT_STATIC.get(k)
+        if static is None:
+            static = _FLAT_STATIC.setdefault(k, StaticArgs(((None,) * k, {})))
+        return (tuple(args), {}), static
+    tree = (tuple(args), dict(kwargs))
+    dyn, static = eqx.partition(tree, is_dynamic)
+    dyn = jax.tree_util.tree_map(lambda v: np.asarray(v) if isinstance(v, (float, complex)) else v, dyn)
+    return dyn, StaticArgs(static)

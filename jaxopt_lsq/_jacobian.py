@@ -33,14 +33,22 @@ def relative_step(method, dtype):
     return eps ** (1 / 3) if method == "3-point" else eps**0.5
 
 
-def absolute_step(x, method, diff_step):
-    """SciPy's absolute finite-difference step (``_compute_absolute_step``)."""
+def absolute_step(x, method, diff_step, abs_step=None):
+    """SciPy's absolute finite-difference step (``_compute_absolute_step``).
+
+    ``diff_step`` is a relative step (``least_squares``, ``finite_diff_rel_step``);
+    ``abs_step`` an absolute one (``epsilon`` of ``fmin_l_bfgs_b``, ``eps`` of
+    L-BFGS-B). Either falls back to the default where it does not change ``x``.
+    """
     rstep = relative_step(method, x.dtype)
     sign_x = jnp.where(x >= 0, 1.0, -1.0).astype(x.dtype)
     default = rstep * sign_x * jnp.maximum(1.0, jnp.abs(x))
-    if diff_step is None:
+    if abs_step is not None:
+        h = jnp.broadcast_to(jnp.asarray(abs_step, x.dtype), x.shape)
+    elif diff_step is not None:
+        h = diff_step * sign_x * jnp.abs(x)
+    else:
         return default
-    h = diff_step * sign_x * jnp.abs(x)
     dx = (x + h) - x
     return jnp.where(dx == 0, default, h)
 
@@ -72,35 +80,81 @@ def adjust_step_to_bounds(x, h, method, lb, ub):
     return h_adj, one_sided
 
 
-def fd_jacobian(fn, x, f0, method, diff_step, lb, ub, bounded):
-    """Finite-difference Jacobian of ``fn`` at ``x`` (``f0 = fn(x)``), shape ``(m, n)``."""
+def fd_evaluations(method, n):
+    """Function evaluations of one finite-difference Jacobian or gradient."""
+    return 2 * n if method == "3-point" else n
+
+
+def fd_points(x, method, diff_step, lb, ub, bounded, abs_step=None):
+    """The points a finite-difference scheme evaluates, and what assembling needs.
+
+    Returns ``(pts, one_sided)``: ``pts`` has ``n`` rows (``x + h_i e_i``; complex for
+    ``'cs'``) or ``2n`` for ``'3-point'`` (``x - h_i e_i`` then ``x + h_i e_i`` where
+    central, ``x + h_i e_i`` then ``x + 2 h_i e_i`` where one-sided).
+    """
     n = x.shape[0]
-    h = absolute_step(x, method, diff_step)
+    h = absolute_step(x, method, diff_step, abs_step)
     if method == "cs":
         xc = x.astype(jnp.result_type(x.dtype, jnp.complex64))
-        pts = xc[None, :] + 1j * jnp.diag(h).astype(xc.dtype)
-        F = jax.vmap(fn)(pts)
-        return (F.imag / h[:, None]).T.astype(x.dtype)
+        return xc[None, :] + 1j * jnp.diag(h).astype(xc.dtype), None
     if bounded:
         h, one_sided = adjust_step_to_bounds(x, h, method, lb, ub)
     else:
         one_sided = jnp.full((n,), method == "2-point")
     eye = jnp.eye(n, dtype=x.dtype)
     if method == "2-point":
-        pts = x[None, :] + eye * h[:, None]
-        F = jax.vmap(fn)(pts)
-        dx = jnp.diagonal(pts) - x
-        return ((F - f0[None, :]) / dx[:, None]).T
-    # 3-point: rows (x - h e_i, x + h e_i) for central, (x + h e_i, x + 2h e_i) one-sided.
+        return x[None, :] + eye * h[:, None], one_sided
     first = jnp.where(one_sided, h, -h)
     second = jnp.where(one_sided, 2 * h, h)
     p1 = x[None, :] + eye * first[:, None]
     p2 = x[None, :] + eye * second[:, None]
-    F = jax.vmap(fn)(jnp.concatenate([p1, p2]))
+    return jnp.concatenate([p1, p2]), one_sided
+
+
+def fd_assemble(x, f0, F, pts, one_sided, method):
+    """The ``(m, n)`` Jacobian from the values ``F`` (one row per point of
+    :func:`fd_points`) and ``f0`` at ``x``. A zero step (a variable fixed by equal
+    bounds) gives a zero column."""
+    n = x.shape[0]
+    if method == "cs":
+        h = jnp.diagonal(pts).imag
+        return (F.imag / h[:, None]).T.astype(x.dtype)
+    if method == "2-point":
+        return _guarded_div(F - f0[None, :], (jnp.diagonal(pts) - x)[:, None]).T
     F1, F2 = F[:n], F[n:]
-    dx = jnp.where(one_sided, jnp.diagonal(p2) - x, jnp.diagonal(p2) - jnp.diagonal(p1))
+    d1, d2 = jnp.diagonal(pts[:n]), jnp.diagonal(pts[n:])
+    dx = jnp.where(one_sided, d2 - x, d2 - d1)
     df = jnp.where(one_sided[:, None], -3.0 * f0[None, :] + 4 * F1 - F2, F2 - F1)
-    return (df / dx[:, None]).T
+    return _guarded_div(df, dx[:, None]).T
+
+
+def _guarded_div(a, b):
+    ok = b != 0
+    return jnp.where(ok, a / jnp.where(ok, b, 1), 0)
+
+
+def fd_jacobian(fn, x, f0, method, diff_step, lb, ub, bounded, abs_step=None):
+    """Finite-difference Jacobian of ``fn`` at ``x`` (``f0 = fn(x)``), shape ``(m, n)``.
+
+    All points are evaluated by one ``vmap`` of ``fn``."""
+    pts, one_sided = fd_points(x, method, diff_step, lb, ub, bounded, abs_step)
+    return fd_assemble(x, f0, jax.vmap(fn)(pts), pts, one_sided, method)
+
+
+def value_and_fd_grad_on_host(fun, x, args, kwargs, method, diff_step, lb, ub, bounded, abs_step=None):
+    """``f(x)`` and the finite-difference gradient of a scalar NumPy ``fun``, evaluated
+    on the host in one callback (two for ``'cs'``, where ``f(x)`` is taken at real
+    ``x``): the stencil's points are made and the gradient assembled in JAX."""
+    dtype = x.dtype
+    pts, one_sided = fd_points(x, method, diff_step, lb, ub, bounded, abs_step)
+    if method == "cs":
+        f0 = host_call(fun, x, args, kwargs, (), dtype)
+        F = host_call(fun, pts, args, kwargs, (), dtype, rows=True)
+    else:
+        F = host_call(fun, jnp.concatenate([x[None, :], pts]), args, kwargs, (), dtype, rows=True)
+        f0, F = F[0], F[1:]
+    g = fd_assemble(x, f0[None], F[:, None], pts, one_sided, method)[0]
+    return f0, g
 
 
 class ResidualFunction(eqx.Module):

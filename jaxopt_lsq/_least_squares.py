@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate
-from ._host import host_call, is_dynamic, is_tracer, output_struct, reraise_host_errors
+from ._host import host_call, is_tracer, output_struct, reraise_host_errors
+from ._host import split_data as _split_data
 from ._implicit import implicit_solution
 from ._iterate import iterate
 from ._jacobian import ResidualFunction
@@ -23,45 +24,6 @@ from ._solvers.trf import TRF, LsqData
 
 # The solver class for each `method`; all take the same settings (see `solver_cfg`).
 _SOLVERS = {"trf": TRF, "dogbox": Dogbox, "lm": LM}
-
-
-class _Static:
-    """Hashable holder of the non-array leaves of ``(args, kwargs)``."""
-
-    def __init__(self, tree):
-        self.leaves, self.treedef = jax.tree_util.tree_flatten(tree, is_leaf=lambda v: v is None)
-        try:
-            self._hash = hash((self.treedef, tuple(self.leaves)))
-        except TypeError:
-            self._hash = hash((self.treedef, tuple(id(v) for v in self.leaves)))
-
-    def __hash__(self):
-        return self._hash
-
-    def __eq__(self, other):
-        return (
-            isinstance(other, _Static)
-            and self.treedef == other.treedef
-            and len(self.leaves) == len(other.leaves)
-            and all(a is b or (type(a) is type(b) and _safe_eq(a, b)) for a, b in zip(self.leaves, other.leaves))
-        )
-
-    def tree(self):
-        return jax.tree_util.tree_unflatten(self.treedef, self.leaves)
-
-
-def _safe_eq(a, b):
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def _split_data(args, kwargs):
-    tree = (tuple(args), dict(kwargs))
-    dyn, static = eqx.partition(tree, is_dynamic)
-    dyn = jax.tree_util.tree_map(lambda v: np.asarray(v) if isinstance(v, (float, complex)) else v, dyn)
-    return dyn, _Static(static)
 
 
 class _HostLoss:

@@ -47,9 +47,20 @@ _KINDS = {
 }
 
 
-def register_result_kind(name, messages, success_rule):
-    """Register a message table and success rule for a solver family."""
+# Optional per-kind field that selects the message when it is not ``status`` itself
+# (L-BFGS-B reports SciPy's coarse ``warnflag`` as ``status`` but has one message per
+# stopping rule).
+_MESSAGE_KEYS = {}
+
+
+def register_result_kind(name, messages, success_rule, message_key="status"):
+    """Register a message table and success rule for a solver family.
+
+    ``message_key`` names the integer field whose value indexes ``messages``
+    (default ``"status"``); ``success`` is always derived from ``status``.
+    """
     _KINDS[name] = (messages, success_rule)
+    _MESSAGE_KEYS[name] = message_key
 
 
 def _is_concrete_array(a):
@@ -109,7 +120,9 @@ class OptimizeResult(dict):
     def _derive(self):
         if "status" in self:
             status = dict.__getitem__(self, "status")
-            dict.__setitem__(self, "message", _message_for(self._kind, status))
+            key = _MESSAGE_KEYS.get(self._kind, "status")
+            code = dict.__getitem__(self, key) if key in self else status
+            dict.__setitem__(self, "message", _message_for(self._kind, code))
             dict.__setitem__(self, "success", _success_for(self._kind, status))
 
     def __getattr__(self, name):

@@ -63,6 +63,7 @@ from .._kernels.trust_region import (
 )
 from .._result import RUNNING
 from . import _report
+from ._common import end_of_trial, initial_status
 
 
 class LsqData(eqx.Module):
@@ -255,19 +256,7 @@ class TRF(AbstractSolver):
             Delta = jnp.linalg.norm(x0 * pt["scale_inv"])
         Delta = jnp.where(Delta == 0, 1.0, Delta).astype(dtype)
         one = jnp.asarray(1, jnp.int32)
-        status = jnp.where(
-            ~feasible,
-            -5,
-            jnp.where(
-                ~jnp.all(jnp.isfinite(f0)),
-                -4,
-                jnp.where(
-                    ~jnp.all(jnp.isfinite(pt["J"])),
-                    -3,
-                    jnp.where(pt["g_norm"] < self.gtol, 1, jnp.where(self.max_nfev == 1, 0, RUNNING)),
-                ),
-            ),
-        ).astype(jnp.int32)
+        status = initial_status(self, feasible, f0, pt["J"], pt["g_norm"])
         state = TRFState(
             **pt,
             Delta=Delta,
@@ -352,36 +341,7 @@ class TRF(AbstractSolver):
             ],
         )
 
-        stop_cb = jnp.asarray(False)
-        if self.callback is not None:
-            stop_cb = lax.cond(
-                iteration_ends,
-                lambda st: _report.call_user_callback(self.callback, st),
-                lambda st: jnp.asarray(False),
-                state,
-            )
-        jac_bad = accept & ~jnp.all(jnp.isfinite(state.J))
-        status = jnp.where(
-            ~iteration_ends,
-            RUNNING,
-            jnp.where(
-                stop_cb,
-                -2,
-                jnp.where(
-                    jac_bad,
-                    -3,
-                    jnp.where(
-                        state.g_norm < self.gtol,
-                        1,
-                        jnp.where(term != 0, term, jnp.where(nfev >= self.max_nfev, 0, RUNNING)),
-                    ),
-                ),
-            ),
-        ).astype(jnp.int32)
-        state = eqx.tree_at(lambda s: s.status, state, status)
-        if self.verbose == 2:
-            lax.cond(iteration_ends & ~stop_cb, lambda st: _report.row(st), lambda st: None, state)
-        return state
+        return end_of_trial(self, state, iteration_ends, accept, term)
 
     def postprocess(self, state, data):
         if self.bounded:

@@ -1,0 +1,74 @@
+"""What the trust-region least-squares solvers (trf, dogbox) share at the end of a trial.
+
+After each trial (one evaluation of the residuals) an *iteration* may end: a trial was
+accepted, a tolerance test fired, or ``max_nfev`` was reached. Then the user's callback
+runs, the status is set with SciPy's precedence -- callback stop (-2) > Jacobian not
+finite (-3) > gtol (1) > ftol/xtol (2, 3, 4) > max_nfev (0) -- and ``verbose=2`` prints a
+row of SciPy's table.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jax import lax
+
+from .._result import RUNNING
+from . import _report
+
+
+def end_of_trial(solver, state, iteration_ends, accept, term):
+    """Callback, status and progress row after one trial; returns the new state.
+
+    ``state`` has already been updated with the trial (``nfev``, the accepted point and
+    its Jacobian ``J`` and optimality ``g_norm``); ``term`` is the ftol/xtol status (0 if
+    none) of the trial.
+    """
+    stop_cb = jnp.asarray(False)
+    if solver.callback is not None:
+        stop_cb = lax.cond(
+            iteration_ends,
+            lambda st: _report.call_user_callback(solver.callback, st),
+            lambda st: jnp.asarray(False),
+            state,
+        )
+    jac_bad = accept & ~jnp.all(jnp.isfinite(state.J))
+    status = jnp.where(
+        ~iteration_ends,
+        RUNNING,
+        jnp.where(
+            stop_cb,
+            -2,
+            jnp.where(
+                jac_bad,
+                -3,
+                jnp.where(
+                    state.g_norm < solver.gtol,
+                    1,
+                    jnp.where(term != 0, term, jnp.where(state.nfev >= solver.max_nfev, 0, RUNNING)),
+                ),
+            ),
+        ),
+    ).astype(jnp.int32)
+    state = eqx.tree_at(lambda s: s.status, state, status)
+    if solver.verbose == 2:
+        lax.cond(iteration_ends & ~stop_cb, lambda st: _report.row(st), lambda st: None, state)
+    return state
+
+
+def initial_status(solver, feasible, f0, J, g_norm):
+    """Status at ``x0``: -5 infeasible, -4 residuals not finite, -3 Jacobian not finite
+    (traced calls; eager calls raise before), 1 gtol already met, 0 if ``max_nfev == 1``."""
+    return jnp.where(
+        ~feasible,
+        -5,
+        jnp.where(
+            ~jnp.all(jnp.isfinite(f0)),
+            -4,
+            jnp.where(
+                ~jnp.all(jnp.isfinite(J)),
+                -3,
+                jnp.where(g_norm < solver.gtol, 1, jnp.where(solver.max_nfev == 1, 0, RUNNING)),
+            ),
+        ),
+    ).astype(jnp.int32)
