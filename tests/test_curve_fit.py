@@ -24,6 +24,10 @@ SIG = 0.1 + 0.1 * X
 COV = np.diag(SIG**2) + 0.001
 
 CASES = [
+    dict(),  # SciPy's default for an unbounded fit: method='lm'
+    dict(sigma=SIG),
+    dict(sigma=COV, absolute_sigma=True),
+    dict(method="dogbox", bounds=(0, [3.0, 1.0, 0.5])),
     dict(method="trf"),
     dict(bounds=(0, [3.0, 1.0, 0.5])),
     dict(method="trf", sigma=SIG),
@@ -58,8 +62,9 @@ def test_p0_from_signature_and_bounds_midpoint():
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(sigma=np.ones(3)), dict(args=(1,)), dict(sigma=-np.eye(50)), dict(method="lm", bounds=(0, 5))],
-    ids=["sigma-shape", "args", "sigma-not-pd", "lm-bounds"],
+    [dict(sigma=np.ones(3)), dict(args=(1,)), dict(sigma=-np.eye(50)), dict(method="lm", bounds=(0, 5)),
+     dict(p0=np.ones(60), method="lm")],
+    ids=["sigma-shape", "args", "sigma-not-pd", "lm-bounds", "lm-more-params-than-data"],
 )
 def test_errors_match_scipy(kw):
     with pytest.raises(Exception) as expected:
