@@ -5,5 +5,22 @@ tested by passing float32 ``x0`` (the solver follows ``x0``'s dtype).
 """
 
 import jax
+import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_solvers():
+    """Drop compiled executables after each test module.
+
+    A test worker compiles hundreds of distinct solvers (one per problem and option
+    set); keeping them all alive for the whole session only costs memory, and XLA's CPU
+    compiler has been seen to crash late in such long-lived processes.
+    """
+    yield
+    from jaxopt_lsq import _lbfgsb, _least_squares
+
+    _least_squares._compiled_solve.cache_clear()
+    _lbfgsb._compiled_solve.cache_clear()
+    jax.clear_caches()
