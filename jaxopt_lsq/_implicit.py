@@ -38,14 +38,20 @@ def _zero_tangent(a):
     return np.zeros(a.shape, dtype=jax.dtypes.float0)
 
 
-def implicit_solution(solve, cost, fields, bounds_of):
+def active_mask_field(out, theta):
+    """The active set as the least-squares solvers report it (``active_mask``)."""
+    return out["active_mask"]
+
+
+def implicit_solution(solve, cost, fields, bounds_of, active_of=active_mask_field):
     """Wrap ``solve(x0, theta) -> dict`` with implicit differentiation.
 
     ``cost(x, theta)``: the scalar objective being minimised.
     ``fields(x, theta)``: the differentiable result fields as functions of the solution
     (e.g. ``fun``, ``jac``, ``cost``); their tangents come from one JVP.
     ``bounds_of(theta)``: ``(lb, ub)`` arrays (``-inf``/``inf`` where unbounded).
-    The result dict must hold ``x`` and ``active_mask`` (-1 lower, 1 upper, 0 free).
+    ``active_of(out, theta)``: -1 where the solution sits on its lower bound, 1 on its
+    upper bound, 0 for free variables. The result dict must hold ``x``.
     """
 
     @jax.custom_jvp
@@ -58,7 +64,7 @@ def implicit_solution(solve, cost, fields, bounds_of):
         _, dtheta = tangents
         out = solve(x0, theta)
         x = out["x"]
-        active = out["active_mask"]
+        active = active_of(out, theta)
         free = active == 0
 
         grad = jax.grad(cost, argnums=0)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._implicit import implicit_solution
 from ._host import host_call, is_tracer, output_struct, reraise_host_errors, split_data
 from ._iterate import iterate
 from ._jacobian import FD_METHODS, fd_evaluations, fd_jacobian, value_and_fd_grad_on_host
@@ -305,21 +306,41 @@ def _compiled_solve(config):
     evals = 1 + fd_evaluations(fd_method, n) if fd else 1
     solver = _solver.LbfgsbSolver(fg, evals, *solver_cfg, callback=_callback_adapter(callback))
 
-    def run(x0, lower, upper, step, dyn):
+    def run(x0, theta):
+        lower, upper, step, dyn = theta
         return iterate(solver, x0, (lower, upper, (step, dyn)))
+
+    def cost(x, theta):
+        if not fun_traced:
+            raise TypeError(
+                "Differentiating an L-BFGS-B solution needs a JAX-traceable `fun`; "
+                "this one runs on the host through jax.pure_callback."
+            )
+        lower, upper, step, dyn = theta
+        return fg(x, (lower, upper, (step, dyn)))[0]
+
+    def fields(x, theta):
+        return {"fun": cost(x, theta), "jac": jax.grad(cost)(x, theta)}
+
+    def at_bounds(out, theta):
+        # Iterates are projected onto the box, so an active variable sits exactly on it.
+        lower, upper = theta[0], theta[1]
+        return jnp.where(out["x"] <= lower, -1, jnp.where(out["x"] >= upper, 1, 0))
+
+    solution = implicit_solution(run, cost, fields, lambda theta: (theta[0], theta[1]), at_bounds)
 
     def run_packed(packed, dyn):
         # Eager calls: one buffer to the device (x0, bounds, step) and one back.
         x0, lower, upper = packed[:n], packed[n : 2 * n], packed[2 * n : 3 * n]
         step = packed[3 * n :] if step_kind is not None else None
-        out = run(x0, lower, upper, step, dyn)
+        out = run(x0, (lower, upper, step, dyn))
         ints = jnp.stack([out[k].astype(jnp.int32) for k in _INT_FIELDS])
         # int32 counters travel exactly: as float64 values, or bit for bit in float32.
         if dtype == jnp.float32:
             ints = jax.lax.bitcast_convert_type(ints, jnp.float32)
         return jnp.concatenate([ints.astype(dtype)] + [jnp.ravel(out[k]) for k in _FLOAT_FIELDS])
 
-    return jax.jit(run), jax.jit(run_packed)
+    return jax.jit(solution), jax.jit(run_packed)
 
 
 # How eager results travel to the host, and how they are unpacked there.
@@ -416,7 +437,7 @@ def _minimize_lbfgsb(
                   bounded, gcp_chunk, gram_upd)
     solve, solve_packed = _compiled_solve((fg_cfg, solver_cfg, callback))
     if is_tracer(x0, step, dyn):
-        out = solve(x0, lower, upper, step, dyn)
+        out = solve(x0, (lower, upper, step, dyn))
         sk, yk = out.pop("sk"), out.pop("yk")
         out.pop("n_corrs")
     else:
