@@ -315,7 +315,20 @@ def least_squares(
         jout = output_struct(jac, x_struct, args, kwargs)
         if jout is None:
             jac_on_host = True
-            J0, _ = _host_eval(jac, x0, args, kwargs)
+            if method == "lm":
+                # SciPy's lm needs a dense matrix; trf/dogbox densify a sparse one here.
+                sparse = [False]
+
+                def probe(x, *a, **k):
+                    J = jac(x, *a, **k)
+                    sparse[0] = hasattr(J, "toarray")
+                    return J
+
+                J0, _ = _host_eval(probe, x0, args, kwargs)
+                if sparse[0]:
+                    raise ValueError("method='lm' works only with dense Jacobian matrices.")
+            else:
+                J0, _ = _host_eval(jac, x0, args, kwargs)
             jshape = J0.shape
         else:
             jshape = getattr(jout, "shape", None)

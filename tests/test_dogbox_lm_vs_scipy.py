@@ -386,3 +386,19 @@ def test_implicit_derivative_matches_trf(method, bounds):
     np.testing.assert_allclose(J, J_trf, rtol=1e-6, atol=1e-9)
     if bounds[0] != -np.inf:
         assert np.all(J[0] == 0)  # held at its bound
+
+
+def test_lm_rejects_sparse_jacobian_like_scipy():
+    import scipy.sparse as sp
+
+    def fun(x):
+        return np.array([x[0] - 1.0, x[1] - 2.0, x[0] * x[1]])
+
+    def jac(x):
+        return sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 1.0], [x[1], x[0]]]))
+
+    with pytest.raises(ValueError) as expected:
+        so.least_squares(fun, [0.5, 0.5], jac=jac, method="lm")
+    with pytest.raises(ValueError) as got:
+        least_squares(fun, [0.5, 0.5], jac=jac, method="lm")
+    assert str(got.value) == str(expected.value)
