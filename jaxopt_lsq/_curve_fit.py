@@ -6,7 +6,6 @@ import functools
 import inspect
 import warnings
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular

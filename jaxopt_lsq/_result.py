@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import jax
-import jax.numpy as jnp
 
 # Status used inside the loop while a solver is still iterating. Never returned.
 RUNNING = -100
@@ -35,9 +34,6 @@ LEAST_SQUARES_MESSAGES = {
 def _success_positive(status):
     return status > 0
 
-
-def _success_zero(status):
-    return status == 0
 
 
 # Each kind of result names its message table and success rule. Kept in a registry so

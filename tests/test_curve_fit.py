@@ -1,7 +1,5 @@
 """curve_fit against SciPy 1.17, and its JAX-native uses."""
 
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np

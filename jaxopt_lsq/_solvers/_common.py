@@ -72,3 +72,10 @@ def initial_status(solver, feasible, f0, J, g_norm):
             ),
         ),
     ).astype(jnp.int32)
+
+
+def start_report(solver, state):
+    """``verbose=2``: SciPy's table header and the row of the starting point."""
+    if solver.verbose == 2:
+        _report.header()
+        _report.row(state)

@@ -51,7 +51,7 @@ from .._kernels.trust_region import (
 )
 from .._result import RUNNING
 from . import _report
-from ._common import end_of_trial, initial_status
+from ._common import end_of_trial, initial_status, start_report
 
 
 class DogboxState(eqx.Module):
@@ -150,9 +150,7 @@ class Dogbox(AbstractSolver):
             step_norm=jnp.full((), jnp.nan, dtype),
             status=status,
         )
-        if self.verbose == 2:
-            _report.header()
-            _report.row(state)
+        start_report(self, state)
         return state
 
     def terminate(self, state):

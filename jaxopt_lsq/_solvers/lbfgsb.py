@@ -305,19 +305,19 @@ class LbfgsbSolver(AbstractSolver):
             )
             fail_abn = failed & ~had_pairs
             status, task = s.status, s.task
-            if True:  # explicit ladder; later rules take precedence
-                cand = [
-                    (accepted & abnormal, 2, TASK_ABNORMAL),
-                    (accepted & rel, 0, TASK_FTOL),
-                    (accepted & (pg <= self.pgtol), 0, TASK_PGTOL),
-                    (accepted & (nfev > self.maxfun), 1, TASK_MAXFUN),
-                    (accepted & (nit >= self.maxiter), 1, TASK_MAXITER),
-                    (failed & abnormal, 2, TASK_ABNORMAL),
-                    (fail_abn, 2, jnp.where(nonfinite_seen, TASK_NONFINITE_LS, TASK_ABNORMAL)),
-                ]
-                for c, st, tk in cand:
-                    status = jnp.where(c, st, status)
-                    task = jnp.where(c, tk, task)
+            # Explicit ladder: later rules take precedence.
+            cand = [
+                (accepted & abnormal, 2, TASK_ABNORMAL),
+                (accepted & rel, 0, TASK_FTOL),
+                (accepted & (pg <= self.pgtol), 0, TASK_PGTOL),
+                (accepted & (nfev > self.maxfun), 1, TASK_MAXFUN),
+                (accepted & (nit >= self.maxiter), 1, TASK_MAXITER),
+                (failed & abnormal, 2, TASK_ABNORMAL),
+                (fail_abn, 2, jnp.where(nonfinite_seen, TASK_NONFINITE_LS, TASK_ABNORMAL)),
+            ]
+            for c, st, tk in cand:
+                status = jnp.where(c, st, status)
+                task = jnp.where(c, tk, task)
             return (
                 x_new, f_new, g_new, nit, mem3, gram3, free3, d, xbar, stpmax, gd, ls,
                 stp, jnp.asarray(0, jnp.int32), jnp.asarray(jnp.inf, dtype),

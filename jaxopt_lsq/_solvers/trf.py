@@ -38,7 +38,6 @@ from typing import Any, Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from .. import _loss
@@ -63,7 +62,7 @@ from .._kernels.trust_region import (
 )
 from .._result import RUNNING
 from . import _report
-from ._common import end_of_trial, initial_status
+from ._common import end_of_trial, initial_status, start_report
 
 
 class LsqData(eqx.Module):
@@ -181,10 +180,6 @@ class TRF(AbstractSolver):
         return self.max_nfev
 
     # ----------------------------------------------------------------------------------
-    def _loss_scaled(self, J, f, data):
-        """(cost, J, f) with the robust-loss rescaling applied."""
-        return _loss.cost_and_scaled(self.loss, J, f, data.f_scale)
-
     def _cost(self, f, data):
         return _loss.cost(self.loss, f, data.f_scale)
 
@@ -216,7 +211,7 @@ class TRF(AbstractSolver):
     def _evaluate(self, x, f_true, data):
         """Cost, loss-rescaled Jacobian and residuals, and gradient at ``x``."""
         J = self.residuals.jacobian(x, f_true, data.args, data.kwargs, data.lb, data.ub, data.diff_step)
-        cost, J, f = self._loss_scaled(J, f_true, data)
+        cost, J, f = _loss.cost_and_scaled(self.loss, J, f_true, data.f_scale)
         return cost, J, f, J.T @ f
 
     def cost(self, x, data):
@@ -269,9 +264,7 @@ class TRF(AbstractSolver):
             step_norm=jnp.full((), jnp.nan, dtype),
             status=status,
         )
-        if self.verbose == 2:
-            _report.header()
-            _report.row(state)
+        start_report(self, state)
         return state
 
     def terminate(self, state):
