@@ -5,6 +5,7 @@ Same names, arguments, defaults, result fields, status codes and error messages 
 ``jax.vmap`` and in float32 or float64.
 """
 
+from ._batch import least_squares_batch as least_squares_batch
 from ._curve_fit import OptimizeWarning as OptimizeWarning
 from ._curve_fit import curve_fit as curve_fit
 from ._lbfgsb import LbfgsInvHessProduct as LbfgsInvHessProduct
@@ -16,6 +17,7 @@ from ._result import OptimizeResult as OptimizeResult
 __version__ = "0.1.0"
 __all__ = [
     "least_squares",
+    "least_squares_batch",
     "curve_fit",
     "fmin_l_bfgs_b",
     "minimize",

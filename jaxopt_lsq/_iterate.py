@@ -61,3 +61,21 @@ def iterate(solver: AbstractSolver, x0, args) -> dict:
 
     _, state = lax.while_loop(cond_fun, body_fun, (jnp.asarray(0, jnp.int32), state0))
     return solver.postprocess(state, args)
+
+
+def iterate_some(solver: AbstractSolver, state, args, steps_done, max_more):
+    """Advance ``state`` by at most ``max_more`` steps (fewer if it terminates or reaches
+    ``solver.max_steps`` counting the ``steps_done`` before). Returns ``(state,
+    steps_done)``. Used to run a batch in rounds (see ``_batch.py``); ``iterate`` is the
+    same loop in one go."""
+
+    def cond_fun(carry):
+        k, s, state = carry
+        return (k < max_more) & (s < solver.max_steps) & jnp.logical_not(solver.terminate(state))
+
+    def body_fun(carry):
+        k, s, state = carry
+        return k + 1, s + 1, solver.step(state, args)
+
+    _, steps_done, state = lax.while_loop(cond_fun, body_fun, (jnp.asarray(0, jnp.int32), steps_done, state))
+    return state, steps_done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -20,10 +21,12 @@ from ._kernels.bounds import make_strictly_feasible
 from ._result import OptimizeResult
 from ._solvers.dogbox import Dogbox
 from ._solvers.lm import LM
+from ._solvers.normal_lm import NormalLM
 from ._solvers.trf import TRF, LsqData
 
 # The solver class for each `method`; all take the same settings (see `solver_cfg`).
-_SOLVERS = {"trf": TRF, "dogbox": Dogbox, "lm": LM}
+# "lm-normal" is offered by `least_squares_batch` only (not a SciPy method).
+_SOLVERS = {"trf": TRF, "dogbox": Dogbox, "lm": LM, "lm-normal": NormalLM}
 
 
 class _HostLoss:
@@ -43,12 +46,10 @@ class _HostLoss:
 
 
 @functools.lru_cache(maxsize=256)
-def _compiled_solve(config):
-    """The jitted solve for one static configuration (a plain tuple: cheap to hash).
-
-    Data (``x0``, bounds, scales, array leaves of ``args``/``kwargs``) are arguments of
-    the returned function, so new values reuse its compilation.
-    """
+def build_solver(config):
+    """The solver of one static configuration, with ``data_of(theta)`` (the solver's
+    data from the traced arguments) and ``solution(x0, theta)`` (the whole solve,
+    differentiable by implicit differentiation; not yet jitted)."""
     method, residual_cfg, solver_cfg, static = config
     residuals = ResidualFunction(*residual_cfg)
     solver = _SOLVERS[method](residuals, *solver_cfg)
@@ -74,6 +75,17 @@ def _compiled_solve(config):
     solution = implicit_solution(
         run, cost, lambda x, theta: solver.result_fields(x, data_of(theta)), lambda theta: (theta[1], theta[2])
     )
+    return solver, data_of, run, solution
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_solve(config):
+    """The jitted solve for one static configuration (a plain tuple: cheap to hash).
+
+    Data (``x0``, bounds, scales, array leaves of ``args``/``kwargs``) are arguments of
+    the returned function, so new values reuse its compilation.
+    """
+    _, _, run, solution = build_solver(config)
 
     def run_packed(x0, theta):
         # Eager calls: two buffers to bring to the host instead of ten small ones.
@@ -261,6 +273,42 @@ def least_squares(
     >>> res.status > 0
     True
     """
+    prob = _setup(
+        fun, x0, jac, bounds, method, ftol, xtol, gtol, x_scale, loss, f_scale, diff_step,
+        tr_solver, tr_options, jac_sparsity, max_nfev, verbose, args, kwargs, callback,
+    )
+    solve, solve_packed = _compiled_solve(prob.config)
+    if prob.traced:
+        fields = solve(prob.x0, prob.theta)
+    else:
+        with reraise_host_errors():
+            fields = _unpack(*jax.device_get(solve_packed(prob.x0, prob.theta)), prob.m, prob.n)
+        if fields["status"] == -4:
+            raise ValueError("Residuals are not finite in the initial point.")
+    if method == "lm" and not callable(jac):
+        # SciPy: no Jacobian evaluations to count when they are not the user's.
+        fields["njev"] = None
+    return OptimizeResult({k: fields[k] for k in _FIELDS})
+
+
+class _Problem(NamedTuple):
+    """A validated least-squares problem: the static configuration of its compiled
+    solve, and the arrays to call it with."""
+
+    config: tuple
+    x0: Any
+    theta: tuple
+    traced: bool
+    m: int
+    n: int
+
+
+def _setup(
+    fun, x0, jac, bounds, method, ftol, xtol, gtol, x_scale, loss, f_scale, diff_step,
+    tr_solver, tr_options, jac_sparsity, max_nfev, verbose, args, kwargs, callback,
+):
+    """Validate ``least_squares``' arguments on the host (SciPy's errors, before any
+    work) and build the static configuration and data of the solve."""
     kwargs = {} if kwargs is None else dict(kwargs)
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
     _validate.check_least_squares_options(method, jac, tr_solver, loss, verbose, max_nfev)
@@ -360,7 +408,7 @@ def least_squares(
             raise ValueError("The return value of `loss` callable has wrong shape.")
 
     if method == "lm" and callback is not None:
-        warnings.warn("Callback function specified, but not supported with `lm` method.", stacklevel=2)
+        warnings.warn("Callback function specified, but not supported with `lm` method.", stacklevel=3)
         callback = None
     # Field order of ResidualFunction and of the solvers (TRF, Dogbox, LM).
     residual_cfg = (fun, jac_opt, fun_on_host, jac_on_host, m, dtype, bounded)
@@ -373,20 +421,10 @@ def least_squares(
         diff_step_arr = np.broadcast_to(np.asarray(diff_step, dtype), (n,))
     else:
         diff_step_arr = jnp.broadcast_to(jnp.asarray(diff_step, dtype), (n,))
-    solve, solve_packed = _compiled_solve((method, residual_cfg, solver_cfg, static))
     f0_arr = f0.astype(dtype) if fun_on_host and not traced else None
     theta = (dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr, f0_arr)
-    if traced:
-        fields = solve(x0, theta)
-    else:
-        with reraise_host_errors():
-            fields = _unpack(*jax.device_get(solve_packed(x0, theta)), m, n)
-        if fields["status"] == -4:
-            raise ValueError("Residuals are not finite in the initial point.")
-    if method == "lm" and not callable(jac):
-        # SciPy: no Jacobian evaluations to count when they are not the user's.
-        fields["njev"] = None
-    return OptimizeResult({k: fields[k] for k in _FIELDS})
+    config = (method, residual_cfg, solver_cfg, static)
+    return _Problem(config, x0, theta, traced, m, n)
 
 
 # SciPy's order of the result's fields, and how eager results travel to the host.

@@ -19,8 +19,10 @@ def _release_compiled_solvers():
     compiler has been seen to crash late in such long-lived processes.
     """
     yield
-    from jaxopt_lsq import _lbfgsb, _least_squares
+    from jaxopt_lsq import _batch, _lbfgsb, _least_squares
 
     _least_squares._compiled_solve.cache_clear()
+    _least_squares.build_solver.cache_clear()
+    _batch._program.cache_clear()
     _lbfgsb._compiled_solve.cache_clear()
     jax.clear_caches()

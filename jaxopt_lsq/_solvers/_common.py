@@ -13,6 +13,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jax import lax
 
+from .. import _loss
 from .._result import RUNNING
 from . import _report
 
@@ -79,3 +80,16 @@ def start_report(solver, state):
     if solver.verbose == 2:
         _report.header()
         _report.row(state)
+
+
+def lsq_cost(solver, x, data):
+    """The objective a least-squares solver minimises (for implicit differentiation)."""
+    return _loss.cost(solver.loss, solver.residuals(x, data.args, data.kwargs), data.f_scale)
+
+
+def lsq_result_fields(solver, x, data):
+    """The differentiable result fields as functions of the solution ``x``."""
+    f_true = solver.residuals(x, data.args, data.kwargs)
+    J = solver.residuals.jacobian(x, f_true, data.args, data.kwargs, data.lb, data.ub, data.diff_step)
+    cost, J, f = _loss.cost_and_scaled(solver.loss, J, f_true, data.f_scale)
+    return dict(cost=cost, fun=f_true, jac=J, grad=J.T @ f)

@@ -1,0 +1,418 @@
+"""``least_squares_batch``: the same model fitted to many datasets at once.
+
+Three things a plain ``jax.vmap(least_squares)`` does not give:
+
+* **a batch-first method** (``method="lm-normal"``, the default): Levenberg-Marquardt
+  whose per-iteration linear algebra is the n x n normal equations, unrolled so that the
+  batch is the vector dimension (:mod:`._solvers.normal_lm`). SciPy's ``'trf'``,
+  ``'dogbox'`` and ``'lm'`` are available too and run exactly as ``least_squares`` runs
+  them, fit by fit, under ``vmap``;
+* **rounds with compaction** (``strategy="rounds"``): under ``vmap`` a ``while_loop``
+  runs every fit until the slowest one is done (finished fits are frozen, but still
+  computed). In rounds, the batch is advanced a few steps at a time and, between rounds,
+  the fits still running are gathered into a smaller batch, so the cost follows the
+  work each fit needs. The price is one device-to-host synchronisation per round, so it
+  is for concrete (not traced) inputs;
+* **devices**: the fits are laid out along a 1-D mesh of all local devices
+  (``jax.sharding``) when there is more than one, and each device solves its share.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ._host import is_tracer
+from ._host import split_data as _split_data
+from ._iterate import iterate_some
+from ._least_squares import _FIELDS, _setup, build_solver
+from ._result import OptimizeResult
+
+_METHODS = ("lm-normal", "trf", "dogbox", "lm")
+_STRATEGIES = ("vmap", "rounds")
+
+
+def least_squares_batch(
+    fun,
+    x0,
+    jac=None,
+    bounds=(-np.inf, np.inf),
+    method="lm-normal",
+    ftol=1e-8,
+    xtol=1e-8,
+    gtol=1e-8,
+    x_scale=None,
+    loss="linear",
+    f_scale=1.0,
+    diff_step=None,
+    max_nfev=None,
+    args=(),
+    kwargs=None,
+    *,
+    in_axes=0,
+    kwargs_in_axes=0,
+    strategy="vmap",
+    round_steps=8,
+    devices=None,
+):
+    """Fit one model to many datasets: ``least_squares`` over a batch of independent fits.
+
+    Each fit keeps its own state, tolerances tests, ``status`` and ``nfev``; a fit that
+    has finished stops changing. The arguments are those of :func:`least_squares`
+    with a leading batch axis where a fit has its own value::
+
+        res = least_squares_batch(model_residuals, x0, args=(t, Y), in_axes=(None, 0))
+        res.x        # (N, n): one row per fit
+        res.status   # (N,)
+
+    The one-line equivalent with plain ``vmap`` (same results for SciPy's methods; no
+    rounds, no batch-first method, no automatic sharding) is::
+
+        jax.vmap(lambda x0, y: least_squares(fun, x0, args=(t, y)).x)(X0, Y)
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args, **kwargs)`` for ONE fit: residuals of shape (m,). Should be
+        JAX-traceable (a NumPy function works but is called on the host fit by fit).
+    x0 : array_like, shape (N, n) or (n,)
+        Starting points, one row per fit; a 1-D ``x0`` is shared by all fits (then the
+        batch size comes from ``args``/``kwargs``). Its dtype is the working precision.
+    jac, ftol, xtol, gtol, x_scale, loss, f_scale, diff_step, max_nfev
+        As in :func:`least_squares`, shared by all fits. ``x_scale=None`` means
+        ``'jac'`` for ``'lm-normal'`` and ``'lm'``, 1 for ``'trf'``/``'dogbox'``.
+    bounds : 2-tuple or `Bounds`, optional
+        Shared bounds (scalars or shape (n,)) or one row per fit (shape (N, n)).
+    method : {'lm-normal', 'trf', 'dogbox', 'lm'}, optional
+        ``'lm-normal'`` (default): Levenberg-Marquardt on the normal equations with an
+        unrolled Cholesky factorisation, built for batches of small fits (n up to ~12;
+        larger n works and uses a LAPACK Cholesky); supports bounds (Coleman-Li
+        scaling, as ``trf``) and every loss. It squares the Jacobian's condition number:
+        for ill-conditioned fits prefer ``'trf'``. ``'trf'``, ``'dogbox'``, ``'lm'``:
+        SciPy's algorithms exactly as :func:`least_squares` runs them.
+    args, kwargs : tuple and dict, optional
+        Extra arguments of ``fun``. Arrays mapped by ``in_axes``/``kwargs_in_axes`` hold
+        one slice per fit; the others are shared.
+    in_axes, kwargs_in_axes : int, None, or a tuple/dict prefix, optional
+        Which axis of each element of ``args`` (``kwargs``) is the batch axis, with
+        :func:`jax.vmap`'s meaning (``None``: shared by all fits). Default 0.
+    strategy : {'vmap', 'rounds'}, optional
+        ``'vmap'`` (default): one compiled loop over the whole batch; works inside
+        ``jax.jit`` and under ``jax.grad``. ``'rounds'``: advance the batch
+        ``round_steps`` evaluations at a time and compact the fits still running between
+        rounds (concrete inputs only; not differentiable). Use it when a few fits need
+        many more iterations than the rest.
+    round_steps : int, optional
+        Evaluations per round for ``strategy='rounds'`` (default 8).
+    devices : sequence of jax.Device, optional
+        Devices to spread the fits over (default: all local devices; one device means
+        no sharding). The batch is padded to a multiple of the device count.
+
+    Returns
+    -------
+    OptimizeResult
+        The fields of :func:`least_squares` with a leading batch axis: ``x`` (N, n),
+        ``cost`` (N,), ``fun`` (N, m), ``jac`` (N, m, n), ``grad``, ``optimality``,
+        ``active_mask``, ``nfev``, ``njev``, ``status`` (N,), ``message`` (an array of N
+        strings once concrete) and ``success`` (N,). Residuals that are not finite at a
+        fit's ``x0`` give that fit status -4 (only that fit; SciPy's ``least_squares``
+        raises for a single fit); a row of ``x0`` outside its bounds raises ValueError.
+
+    Notes
+    -----
+    Differentiable like :func:`least_squares` (``strategy='vmap'``): ``jax.grad`` of a
+    function of the solutions with respect to batched data gives per-fit gradients by
+    implicit differentiation.
+
+    With several processes (``jax.distributed``), pass global arrays sharded along the
+    batch axis and ``devices=jax.devices()``; nothing else changes.
+
+    References: K. Madsen, H. B. Nielsen, O. Tingleff, "Methods for Non-Linear Least
+    Squares Problems", 2004 (``'lm-normal'``); see :func:`least_squares` for the others.
+    """
+    kwargs = {} if kwargs is None else dict(kwargs)
+    args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
+    if isinstance(in_axes, list):
+        in_axes = tuple(in_axes)
+    if method not in _METHODS:
+        raise ValueError(f"`method` must be one of {_METHODS}.")
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"`strategy` must be one of {_STRATEGIES}.")
+    if not isinstance(round_steps, int) or round_steps < 1:
+        raise ValueError("`round_steps` must be a positive integer.")
+    traced = is_tracer(x0, args, kwargs, bounds)
+    if strategy == "rounds" and traced:
+        raise ValueError(
+            "strategy='rounds' synchronises with the host between rounds and needs concrete inputs; "
+            "inside jax.jit/jax.grad use strategy='vmap'."
+        )
+
+    # --- batch size and the first fit (for validation and the static configuration) ---
+    xp = jnp if traced else np
+    x0 = xp.asarray(x0)
+    if x0.ndim not in (1, 2):
+        raise ValueError("`x0` must have shape (N, n) (one row per fit) or (n,) (shared).")
+    arg_axes = _leaf_axes(in_axes, args, "in_axes")
+    kw_axes = _leaf_axes(kwargs_in_axes, kwargs, "kwargs_in_axes")
+    sizes = {np.shape(leaf)[ax] for leaf, ax in _mapped(args, arg_axes) + _mapped(kwargs, kw_axes)}
+    if x0.ndim == 2:
+        sizes.add(x0.shape[0])
+    if len(sizes) != 1:
+        raise ValueError(
+            f"The batch sizes of `x0` and of the mapped arrays of `args`/`kwargs` differ: {sorted(sizes)}."
+            if sizes
+            else "No batch axis: give `x0` of shape (N, n) or map an argument with `in_axes`."
+        )
+    N = sizes.pop()
+    if N == 0:
+        raise ValueError("The batch is empty.")
+    # Every mapped leaf with its batch axis first, so rounds can gather along axis 0.
+    args = _move_to_front(args, arg_axes)
+    kwargs = _move_to_front(kwargs, kw_axes)
+    if hasattr(bounds, "lb"):
+        lb, ub = bounds.lb, bounds.ub
+    elif len(bounds) == 2:
+        lb, ub = bounds
+    else:
+        raise ValueError("`bounds` must contain 2 elements.")
+    lb, ub = xp.asarray(lb), xp.asarray(ub)
+    lb_ax = 0 if lb.ndim == 2 else None
+    ub_ax = 0 if ub.ndim == 2 else None
+    x0_ax = 0 if x0.ndim == 2 else None
+
+    first = functools.partial(_take_first, traced)
+    setup_method = "trf" if method == "lm-normal" else method
+    if x_scale is None and method == "lm-normal":
+        x_scale = "jac"
+    prob = _setup(
+        fun,
+        first(x0, x0_ax),
+        jac,
+        (first(lb, lb_ax), first(ub, ub_ax)),
+        setup_method,
+        ftol,
+        xtol,
+        gtol,
+        x_scale,
+        loss,
+        f_scale,
+        diff_step,
+        None,
+        None,
+        None,
+        max_nfev,
+        0,
+        _first_tree(args, arg_axes, traced),
+        _first_tree(kwargs, kw_axes, traced),
+        None,
+    )
+    dtype = prob.x0.dtype
+    n = prob.n
+    if not traced:
+        _check_batch_input(x0, lb, ub, n)
+    x0 = jnp.broadcast_to(jnp.asarray(x0, dtype), (N, n)) if x0.ndim == 1 else jnp.asarray(x0, dtype)
+    lb = jnp.asarray(lb, dtype) if lb_ax is not None else prob.theta[1]
+    ub = jnp.asarray(ub, dtype) if ub_ax is not None else prob.theta[2]
+    config = (method,) + prob.config[1:]
+    dyn, static = _split_data(args, kwargs)
+    if static != prob.config[3]:  # pragma: no cover - slicing never changes static leaves
+        raise ValueError("The non-array arguments of `fun` must be shared by all fits.")
+    theta = (dyn, lb, ub) + prob.theta[3:6] + (None,)
+    axes = ((arg_axes_tree(arg_axes, args), arg_axes_tree(kw_axes, kwargs)), lb_ax, ub_ax, None, None, None, None)
+    leaves, treedef = jax.tree_util.tree_flatten(axes, is_leaf=_is_none)
+    program = _program(config, tuple(leaves), treedef)
+
+    devices = list(jax.local_devices()) if devices is None else list(devices)
+    if len(devices) > 1:
+        x0, theta, N_pad = _shard(x0, theta, axes, N, devices)
+    if strategy == "vmap":
+        fields = program.solve(x0, theta)
+    else:
+        fields = _run_in_rounds(program, x0, theta, axes, round_steps)
+    if len(devices) > 1:
+        fields = {k: v[:N] for k, v in fields.items()}
+    if not traced:
+        fields = jax.device_get(fields)
+    return OptimizeResult({k: fields[k] for k in _FIELDS})
+
+
+# --- the compiled pieces, cached on the static configuration ------------------------
+class _Program:
+    """Jitted, vmapped functions of one configuration: the whole solve, and the pieces
+    of a solve in rounds (init, advance, postprocess, gather/scatter)."""
+
+    def __init__(self, config, axes):
+        solver, data_of, _, solution = build_solver(config)
+        state_axes = 0
+        self.solve = jax.jit(jax.vmap(solution, in_axes=(0, axes)))
+        self.init = jax.jit(jax.vmap(lambda x0, th: solver.init(x0, data_of(th)), in_axes=(0, axes)))
+        self.done = jax.jit(jax.vmap(solver.terminate))
+
+        def advance(state, steps, theta, k):
+            return iterate_some(solver, state, data_of(theta), steps, k)
+
+        self.advance = jax.jit(jax.vmap(advance, in_axes=(state_axes, 0, axes, None)))
+        self.max_steps = solver.max_steps
+        self.finish = jax.jit(jax.vmap(lambda st, th: solver.postprocess(st, data_of(th)), in_axes=(0, axes)))
+
+
+@functools.lru_cache(maxsize=64)
+def _program(config, axes_leaves, axes_treedef):
+    return _Program(config, jax.tree_util.tree_unflatten(axes_treedef, axes_leaves))
+
+
+@jax.jit
+def _gather(tree, idx):
+    return jax.tree_util.tree_map(lambda a: a[idx], tree)
+
+
+@jax.jit
+def _scatter(tree, idx, sub):
+    return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), tree, sub)
+
+
+def _gather_theta(theta, axes, idx):
+    return jax.tree_util.tree_map(
+        lambda ax, leaf: leaf if ax is None or leaf is None else _gather(leaf, idx),
+        axes,
+        theta,
+        is_leaf=_is_none,
+    )
+
+
+def _bucket(count, N):
+    """Batch sizes used between rounds: powers of 4 (few distinct compilations)."""
+    return min(N, 4 ** max(2, math.ceil(math.log(max(count, 1), 4))))
+
+
+def _run_in_rounds(program, x0, theta, axes, round_steps):
+    N = x0.shape[0]
+    state = program.init(x0, theta)
+    steps = jnp.zeros((N,), jnp.int32)
+    running = np.flatnonzero(~np.asarray(program.done(state)))
+    while running.size:
+        size = _bucket(running.size, N)
+        if size == N:
+            # Not worth compacting: finished fits are frozen by the solver's own test.
+            state, steps = program.advance(state, steps, theta, round_steps)
+        else:
+            # Pad with copies of a running fit: they compute the same values, so writing
+            # them back twice is harmless.
+            idx = jnp.asarray(np.concatenate([running, np.full(size - running.size, running[0])]))
+            sub_state, sub_steps = program.advance(
+                _gather(state, idx), _gather(steps, idx), _gather_theta(theta, axes, idx), round_steps
+            )
+            state = _scatter(state, idx, sub_state)
+            steps = _scatter(steps, idx, sub_steps)
+        done = np.asarray(program.done(state)) | (np.asarray(steps) >= program.max_steps)
+        running = np.flatnonzero(~done)
+    return program.finish(state, theta)
+
+
+# --- helpers for batch axes ------------------------------------------------------------
+def _is_none(a):
+    return a is None
+
+
+def _leaf_axes(prefix, tree, name):
+    """The batch axis (int or None) of every array leaf of ``tree``, from a vmap-style
+    ``prefix`` (an int or None for everything, or a tuple/list/dict per element)."""
+    if prefix is None or isinstance(prefix, int):
+        return jax.tree_util.tree_map(lambda _: prefix, tree)
+    if isinstance(prefix, dict) and isinstance(tree, dict):
+        if set(prefix) - set(tree):
+            raise ValueError(f"`{name}` names keys that are not in the arguments: {sorted(set(prefix) - set(tree))}.")
+        return {k: _leaf_axes(prefix.get(k, 0), v, name) for k, v in tree.items()}
+    if isinstance(prefix, (tuple, list)) and isinstance(tree, (tuple, list)):
+        if len(prefix) != len(tree):
+            raise ValueError(f"`{name}` has {len(prefix)} entries for {len(tree)} arguments.")
+        return type(tree)(_leaf_axes(p, t, name) for p, t in zip(prefix, tree))
+    raise ValueError(f"`{name}` must be an int, None, or a tuple/dict matching the arguments.")
+
+
+def _mapped(tree, axes):
+    """``(leaf, axis)`` for the mapped array leaves of ``tree``."""
+    out = []
+
+    def visit(ax, leaf):
+        if ax is not None and hasattr(leaf, "shape"):
+            if leaf.ndim <= ax:
+                raise ValueError(f"A mapped argument of shape {leaf.shape} has no axis {ax}.")
+            out.append((leaf, ax))
+
+    jax.tree_util.tree_map(visit, axes, tree, is_leaf=_is_none)
+    return out
+
+
+def arg_axes_tree(axes, tree):
+    """Axes of the leaves after ``_move_to_front`` (0 where mapped; None elsewhere or
+    for non-array leaves)."""
+    return jax.tree_util.tree_map(
+        lambda ax, leaf: None if ax is None or not hasattr(leaf, "shape") else 0, axes, tree, is_leaf=_is_none
+    )
+
+
+def _move_to_front(tree, axes):
+    return jax.tree_util.tree_map(
+        lambda ax, leaf: leaf if ax is None or not hasattr(leaf, "shape") else jnp.moveaxis(jnp.asarray(leaf), ax, 0),
+        axes,
+        tree,
+        is_leaf=_is_none,
+    )
+
+
+def _take_first(traced, a, ax):
+    if ax is None:
+        return a
+    return a[0] if not traced else jax.lax.stop_gradient(a[0])
+
+
+def _first_tree(tree, axes, traced):
+    return jax.tree_util.tree_map(
+        lambda ax, leaf: leaf if ax is None or not hasattr(leaf, "shape") else _take_first(traced, leaf, 0),
+        axes,
+        tree,
+        is_leaf=_is_none,
+    )
+
+
+def _check_batch_input(x0, lb, ub, n):
+    """SciPy's checks, for every fit (the first fit's already ran in `_setup`)."""
+    x0 = np.asarray(x0)
+    if x0.shape[-1] != n:
+        raise ValueError("`x0` rows must all have the same length.")
+    if not np.all(np.isfinite(x0)):
+        raise ValueError("`x0` must be finite.")
+    lb = np.broadcast_to(np.asarray(lb, float), x0.shape if lb.ndim == 2 else (n,))
+    ub = np.broadcast_to(np.asarray(ub, float), x0.shape if ub.ndim == 2 else (n,))
+    if np.any(lb >= ub):
+        raise ValueError("Each lower bound must be strictly less than each upper bound.")
+    if np.any((x0 < lb) | (x0 > ub)):
+        raise ValueError("`x0` is infeasible.")
+
+
+def _shard(x0, theta, axes, N, devices):
+    """Pad the batch to a multiple of the device count and lay it out along the mesh."""
+    mesh = Mesh(np.asarray(devices), ("fits",))
+    d = len(devices)
+    N_pad = -(-N // d) * d
+    batched = NamedSharding(mesh, PartitionSpec("fits"))
+    shared = NamedSharding(mesh, PartitionSpec())
+
+    def put(a, ax):
+        if a is None:
+            return None
+        if ax is None:
+            return jax.device_put(a, shared)
+        if N_pad > N:
+            a = jnp.concatenate([a, jnp.repeat(a[-1:], N_pad - N, axis=0)])
+        return jax.device_put(a, batched)
+
+    x0 = put(x0, 0)
+    theta = jax.tree_util.tree_map(put, theta, axes, is_leaf=_is_none)
+    return x0, theta, N_pad
