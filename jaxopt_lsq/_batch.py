@@ -84,8 +84,8 @@ def least_squares_batch(
         Starting points, one row per fit; a 1-D ``x0`` is shared by all fits (then the
         batch size comes from ``args``/``kwargs``). Its dtype is the working precision.
     jac, ftol, xtol, gtol, x_scale, loss, f_scale, diff_step, max_nfev
-        As in :func:`least_squares`, shared by all fits. ``x_scale=None`` means
-        ``'jac'`` for ``'lm-normal'`` and ``'lm'``, 1 for ``'trf'``/``'dogbox'``.
+        As in :func:`least_squares`, shared by all fits. ``x_scale=None`` means 1,
+        except for ``'lm'`` (``'jac'``, as in SciPy).
     bounds : 2-tuple or `Bounds`, optional
         Shared bounds (scalars or shape (n,)) or one row per fit (shape (N, n)).
     method : {'lm-normal', 'trf', 'dogbox', 'lm'}, optional
@@ -132,8 +132,8 @@ def least_squares_batch(
     With several processes (``jax.distributed``), pass global arrays sharded along the
     batch axis and ``devices=jax.devices()``; nothing else changes.
 
-    References: K. Madsen, H. B. Nielsen, O. Tingleff, "Methods for Non-Linear Least
-    Squares Problems", 2004 (``'lm-normal'``); see :func:`least_squares` for the others.
+    References: J. J. Moré, "The Levenberg-Marquardt Algorithm: Implementation and
+    Theory", 1977 (``'lm-normal'``); see :func:`least_squares` for the others.
     """
     kwargs = {} if kwargs is None else dict(kwargs)
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
@@ -187,8 +187,6 @@ def least_squares_batch(
 
     first = functools.partial(_take_first, traced)
     setup_method = "trf" if method == "lm-normal" else method
-    if x_scale is None and method == "lm-normal":
-        x_scale = "jac"
     prob = _setup(
         fun,
         first(x0, x0_ax),
@@ -393,7 +391,7 @@ def _check_batch_input(x0, lb, ub, n):
     if np.any(lb >= ub):
         raise ValueError("Each lower bound must be strictly less than each upper bound.")
     if np.any((x0 < lb) | (x0 > ub)):
-        raise ValueError("`x0` is infeasible.")
+        raise ValueError("Initial guess is outside of provided bounds")
 
 
 def _shard(x0, theta, axes, N, devices):

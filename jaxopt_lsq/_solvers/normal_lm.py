@@ -9,31 +9,30 @@ iteration's linear algebra at the size of the *parameters*:
 
 * the Gauss-Newton matrix ``J^T J`` (n x n) and gradient ``g = J^T f`` are sums over
   the residuals of products of Jacobian columns (one ``jvp`` per column);
-* the damped system ``(J_h^T J_h + C + lam I) p_h = -g_h`` is solved by a Cholesky
-  factorisation unrolled over the static ``n`` (:mod:`.._kernels.small_linalg`);
+* the trust-region subproblem ``min ||J_h p_h + f||^2 + p_h^T C p_h, ||p_h|| <= Delta``
+  is solved from ``J_h^T J_h + C + alpha I`` by Moré's iteration on ``alpha`` with a
+  Cholesky factorisation per trial ``alpha``, unrolled over the static ``n``
+  (:mod:`.._kernels.normal_trust_region`, :mod:`.._kernels.small_linalg`) and a fixed
+  number of iterations;
 
-so that under ``jax.vmap`` the whole step is wide elementwise code.
+so that under ``jax.vmap`` the whole step is wide elementwise code with the same work in
+every fit. It is Moré's (1977) trust-region form of Levenberg-Marquardt; the radius
+update, the first radius, the variable scaling (``x_scale``, 1 by default, or ``'jac'``: the
+running maximum of the Jacobian's column norms) and the termination tests are those of
+SciPy's ``trf``.
 
-Damping. ``lam`` follows Nielsen's rule (Madsen, Nielsen & Tingleff 2004, eq. 3.16):
-after an accepted step with gain ratio ``rho``, ``lam *= max(1/3, 1 - (2 rho - 1)^3)``;
-after a rejected one ``lam *= nu; nu *= 2``. It starts at ``1e-3 * max(diag(J_h^T J_h))``.
-The hat variables ``x = x_k + d * p_h`` carry the variable scaling ``d`` (``x_scale``,
-or by default ``'jac'``: the running maximum of the Jacobian's column norms, as in
-Moré 1977), so ``lam I`` in the hat variables is Marquardt's scaled damping.
-
-Bounds. As in ``trf`` (Branch, Coleman & Li 1999), ``d`` also carries the Coleman-Li
-scaling ``v**0.5`` and ``C = diag(g * dv)``; a step that leaves the box is truncated at
-the first bound it meets and scaled by ``theta = max(0.995, 1 - ||g v||_inf)``, so the
-iterates stay strictly feasible. Termination tests, status codes and ``nfev`` are
-SciPy's (``ftol``, ``xtol`` and ``gtol`` as in ``trf``); each ``step`` is one
+Bounds. As in ``trf`` (Branch, Coleman & Li 1999), the hat variables
+``x = x_k + d * p_h`` carry the Coleman-Li scaling ``v**0.5`` and ``C = diag(g * dv)``;
+the step is ``trf``'s best of the trust-region step truncated at the first bound (and
+scaled by ``theta = max(0.995, 1 - ||g v||_inf)``), its reflection, and the
+anti-gradient step, so the iterates stay strictly feasible. Status codes and ``nfev`` are SciPy's; each ``step`` is one
 evaluation of the residuals *and* their Jacobian at a trial point (under ``vmap`` a
-branch would cost both sides anyway), so ``njev == nfev``.
+branch would cost both sides anyway), so ``njev == nfev``. The normal equations square
+the condition number of ``J``: for ill-conditioned fits, ``trf`` is the safer choice.
 
 References
 ----------
-K. Madsen, H. B. Nielsen, O. Tingleff, "Methods for Non-Linear Least Squares
-Problems", 2nd ed., IMM, DTU, 2004, section 3.2. H. B. Nielsen, "Damping Parameter in
-Marquardt's Method", IMM-REP-1999-05, DTU, 1999. J. J. Moré, "The Levenberg-Marquardt
+J. J. Moré, "The Levenberg-Marquardt
 Algorithm: Implementation and Theory", 1977. M. A. Branch, T. F. Coleman, Y. Li, SIAM J.
 Sci. Comput. 21(1), 1999.
 """
@@ -50,17 +49,13 @@ from jax import lax
 from .. import _loss
 from .._iterate import AbstractSolver
 from .._jacobian import ResidualFunction
-from .._kernels.bounds import (
-    cl_scaling_vector,
-    find_active_constraints,
-    in_bounds,
-    make_strictly_feasible,
-    step_size_to_bound,
-)
-from .._kernels.small_linalg import UNROLL_MAX, cholesky_solve
-from .._kernels.trust_region import check_termination
+from .._kernels.bounds import cl_scaling_vector, find_active_constraints, in_bounds, make_strictly_feasible
+from .._kernels.normal_trust_region import solve_normal_trust_region
+from .._kernels.small_linalg import UNROLL_MAX, cholesky
+from .._kernels.trust_region import check_termination, update_tr_radius
 from .._result import RUNNING
 from ._common import initial_status, lsq_cost, lsq_result_fields
+from .trf import select_step
 
 
 class NormalLMState(eqx.Module):
@@ -72,9 +67,9 @@ class NormalLMState(eqx.Module):
     g: jax.Array  # gradient of the cost
     g_norm: jax.Array  # first-order optimality (SciPy's `optimality`)
     scale_inv: jax.Array  # inverse variable scales
-    # Damping (updated every evaluation).
-    lam: jax.Array
-    nu: jax.Array
+    # Trust region (updated every evaluation).
+    Delta: jax.Array
+    alpha: jax.Array
     # Counters.
     nfev: jax.Array
     status: jax.Array
@@ -168,8 +163,8 @@ class NormalLM(AbstractSolver):
         f0, cost, JtJ, g = self._evaluate(x0, data)
         scale_inv = self._new_scale_inv(JtJ, None, data)
         d, C, g_norm = self._scaling(x0, g, scale_inv, data)
-        lam = 1e-3 * jnp.max(jnp.diagonal(JtJ) * d**2 + C)
-        lam = jnp.where(jnp.isfinite(lam) & (lam > 0), lam, 1e-3).astype(dtype)
+        Delta = jnp.linalg.norm(x0 / d)
+        Delta = jnp.where(Delta > 0, Delta, 1).astype(dtype)
         return NormalLMState(
             x=x0,
             f_true=f0,
@@ -178,8 +173,8 @@ class NormalLM(AbstractSolver):
             g=g,
             g_norm=g_norm,
             scale_inv=scale_inv,
-            lam=lam,
-            nu=jnp.asarray(2, dtype),
+            Delta=Delta,
+            alpha=jnp.zeros((), dtype),
             nfev=jnp.asarray(1, jnp.int32),
             status=initial_status(self, feasible, f0, JtJ, g_norm),
         )
@@ -191,36 +186,40 @@ class NormalLM(AbstractSolver):
         x, g, JtJ = state.x, state.g, state.JtJ
         dtype = x.dtype
         d, C, _ = self._scaling(x, g, state.scale_inv, data)
-        JtJ_h = JtJ * d[:, None] * d[None, :]
+        B_h = JtJ * d[:, None] * d[None, :] + jnp.diag(C)
         g_h = d * g
-        p_h, ok = cholesky_solve(JtJ_h + jnp.diag(C + state.lam), -g_h)
+        p_h, alpha, ok = solve_normal_trust_region(B_h, g_h, state.Delta, state.alpha)
         p = d * p_h
         if self.bounded:
-            to_bound, _ = step_size_to_bound(x, p, data.lb, data.ub)
+            # trf's choice among the truncated, reflected and anti-gradient steps. It
+            # needs only the quadratic forms of J_h, which any square root R of
+            # J_h^T J_h (R^T R = J_h^T J_h; here a Cholesky factor) reproduces.
+            JtJ_h = B_h - jnp.diag(C)
+            jitter = jnp.finfo(dtype).eps * jnp.max(jnp.diagonal(JtJ_h))
+            L, _ = cholesky(JtJ_h + jitter * jnp.eye(x.shape[0], dtype=dtype))
             theta = jnp.maximum(0.995, 1 - state.g_norm)
-            t = jnp.where(in_bounds(x + p, data.lb, data.ub), 1.0, theta * to_bound).astype(dtype)
-            step_h = t * p_h
-            x_new = make_strictly_feasible(x + t * p, data.lb, data.ub, rstep=0)
+            step, step_h, predicted = select_step(x, L.T, C, g_h, p, p_h, d, state.Delta, data.lb, data.ub, theta)
+            x_new = make_strictly_feasible(x + step, data.lb, data.ub, rstep=0)
         else:
             step_h = p_h
+            step = p
             x_new = x + p
-        step = d * step_h
-        predicted = -(0.5 * step_h @ (JtJ_h @ step_h) + 0.5 * jnp.sum(C * step_h**2) + g_h @ step_h)
+            predicted = -(0.5 * step_h @ (B_h @ step_h) + g_h @ step_h)
 
         f_new, cost_new, JtJ_new, g_new = self._evaluate(x_new, data)
         nfev = state.nfev + 1
         finite = ok & jnp.all(jnp.isfinite(x_new)) & jnp.all(jnp.isfinite(f_new)) & jnp.isfinite(cost_new)
         actual = state.cost - cost_new
-        ok_pred = predicted > 0
-        ratio = jnp.where(ok_pred, actual / jnp.where(ok_pred, predicted, 1), 0.0)
+        step_h_norm = jnp.linalg.norm(step_h)
+        Delta_new, ratio = update_tr_radius(state.Delta, actual, predicted, step_h_norm, step_h_norm > 0.95 * state.Delta)
         term = check_termination(actual, state.cost, jnp.linalg.norm(step), jnp.linalg.norm(x), ratio, self.ftol, self.xtol)
         term = jnp.where(finite, term, 0)
+        # SciPy's trf bookkeeping: a non-finite trial shrinks the region, a terminating
+        # one leaves it; the multiplier follows the radius.
+        Delta = jnp.where(~finite, 0.25 * step_h_norm, jnp.where(term != 0, state.Delta, Delta_new))
+        Delta = jnp.where(Delta > 0, Delta, state.Delta * 0.25)
+        alpha = jnp.where(finite & (term == 0), alpha * (state.Delta / Delta), state.alpha)
         accept = finite & (actual > 0)
-
-        tiny = jnp.finfo(dtype).tiny
-        lam = jnp.where(accept, state.lam * jnp.maximum(1 / 3, 1 - (2 * ratio - 1) ** 3), state.lam * state.nu)
-        lam = jnp.clip(lam, tiny, jnp.finfo(dtype).max / 4)
-        nu = jnp.where(accept, 2.0, jnp.minimum(2 * state.nu, 2.0**60)).astype(dtype)
 
         scale_inv_new = self._new_scale_inv(JtJ_new, state.scale_inv, data)
         _, _, g_norm_new = self._scaling(x_new, g_new, scale_inv_new, data)
@@ -248,8 +247,8 @@ class NormalLM(AbstractSolver):
             g=pick(g_new, g),
             g_norm=g_norm,
             scale_inv=pick(scale_inv_new, state.scale_inv),
-            lam=lam.astype(dtype),
-            nu=nu,
+            Delta=Delta.astype(dtype),
+            alpha=alpha.astype(dtype),
             nfev=nfev,
             status=status,
         )
