@@ -204,7 +204,9 @@ class NormalLM(AbstractSolver):
             step_h = p_h
             step = p
             x_new = x + p
-            predicted = -(0.5 * step_h @ (B_h @ step_h) + g_h @ step_h)
+            # Elementwise products and sums rather than a matvec: under vmap they stay
+            # wide vector code instead of N tiny batched matrix products.
+            predicted = -(0.5 * jnp.sum(B_h * step_h[:, None] * step_h[None, :]) + jnp.sum(g_h * step_h))
 
         f_new, cost_new, JtJ_new, g_new = self._evaluate(x_new, data)
         nfev = state.nfev + 1
