@@ -59,6 +59,7 @@ def least_squares_batch(
     strategy="vmap",
     round_steps=8,
     devices=None,
+    chunk_size="auto",
 ):
     """Fit one model to many datasets: ``least_squares`` over a batch of independent fits.
 
@@ -112,6 +113,11 @@ def least_squares_batch(
     devices : sequence of jax.Device, optional
         Devices to spread the fits over (default: all local devices; one device means
         no sharding). The batch is padded to a multiple of the device count.
+    chunk_size : 'auto', int or None, optional
+        ``strategy='vmap'`` on one device: solve the fits in consecutive chunks of this
+        many (a ``lax.map`` over vmapped solves), so that a chunk's working set stays in
+        the CPU's cache. ``'auto'`` (default): 2048 on a CPU, whole batch elsewhere;
+        ``None``: whole batch. Results do not depend on it.
 
     Returns
     -------
@@ -145,6 +151,8 @@ def least_squares_batch(
         raise ValueError(f"`strategy` must be one of {_STRATEGIES}.")
     if not isinstance(round_steps, int) or round_steps < 1:
         raise ValueError("`round_steps` must be a positive integer.")
+    if chunk_size not in ("auto", None) and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError("`chunk_size` must be 'auto', None or a positive integer.")
     traced = is_tracer(x0, args, kwargs, bounds)
     if strategy == "rounds" and traced:
         raise ValueError(
@@ -228,7 +236,10 @@ def least_squares_batch(
     devices = list(jax.local_devices()) if devices is None else list(devices)
     if len(devices) > 1:
         x0, theta, N_pad = _shard(x0, theta, axes, N, devices)
-    if strategy == "vmap":
+    chunk = _chunk_size(chunk_size, N, devices)
+    if strategy == "vmap" and chunk:
+        fields = program.solve_chunked(x0, theta, chunk)
+    elif strategy == "vmap":
         fields = program.solve(x0, theta)
     else:
         fields = _run_in_rounds(program, x0, theta, axes, round_steps)
@@ -247,7 +258,32 @@ class _Program:
     def __init__(self, config, axes):
         solver, data_of, _, solution = build_solver(config)
         state_axes = 0
-        self.solve = jax.jit(jax.vmap(solution, in_axes=(0, axes)))
+        solve = jax.vmap(solution, in_axes=(0, axes))
+        self.solve = jax.jit(solve)
+
+        def solve_chunked(x0, theta, chunk):
+            # Fits in consecutive chunks (a scan over vmapped solves): on a CPU a chunk's
+            # working set stays in cache, which a whole large batch does not.
+            N = x0.shape[0]
+            C = -(-N // chunk)
+
+            def split(a):
+                if C * chunk > N:
+                    a = jnp.concatenate([a, jnp.repeat(a[-1:], C * chunk - N, axis=0)])
+                return a.reshape((C, chunk) + a.shape[1:])
+
+            batched = _select(theta, axes, mapped=True)
+            shared = _select(theta, axes, mapped=False)
+            xs = (split(x0), jax.tree_util.tree_map(split, batched))
+
+            def one(c):
+                x0_c, batched_c = c
+                return solve(x0_c, _merge(batched_c, shared, axes))
+
+            out = jax.lax.map(one, xs)
+            return jax.tree_util.tree_map(lambda a: a.reshape((C * chunk,) + a.shape[2:])[:N], out)
+
+        self.solve_chunked = jax.jit(solve_chunked, static_argnums=2)
         self.init = jax.jit(jax.vmap(lambda x0, th: solver.init(x0, data_of(th)), in_axes=(0, axes)))
         self.done = jax.jit(jax.vmap(solver.terminate))
 
@@ -312,6 +348,32 @@ def _run_in_rounds(program, x0, theta, axes, round_steps):
         done = np.asarray(program.done(state)) | (np.asarray(steps) >= program.max_steps)
         running = np.flatnonzero(~done)
     return program.finish(state, theta)
+
+
+def _chunk_size(chunk_size, N, devices):
+    if chunk_size == "auto":
+        chunk_size = _CPU_CHUNK if devices[0].platform == "cpu" else None
+    if chunk_size is None or len(devices) > 1 or N <= chunk_size:
+        return None
+    return chunk_size
+
+
+# Measured on the 2-core CPU (bench_batched.py, 2-D Gaussians, N = 1e5): chunks of
+# 2000 fits ran 1.7-3x faster than the whole batch at once.
+_CPU_CHUNK = 2048
+
+
+def _select(theta, axes, mapped):
+    """The leaves of ``theta`` with (``mapped``) or without a batch axis; None elsewhere."""
+    return jax.tree_util.tree_map(
+        lambda ax, leaf: leaf if (ax is not None) == mapped else None, axes, theta, is_leaf=_is_none
+    )
+
+
+def _merge(batched, shared, axes):
+    return jax.tree_util.tree_map(
+        lambda ax, b, s: b if ax is not None else s, axes, batched, shared, is_leaf=_is_none
+    )
 
 
 # --- helpers for batch axes ------------------------------------------------------------

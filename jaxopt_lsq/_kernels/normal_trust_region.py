@@ -33,7 +33,7 @@ def _safe_div(a, b):
     return jnp.where(ok, a / jnp.where(ok, b, 1), 0)
 
 
-def solve_normal_trust_region(B, g, Delta, alpha, n_iter=3):
+def solve_normal_trust_region(B, g, Delta, alpha, n_iter=2):
     """``(p, alpha, ok)``: the step, the multiplier, and whether the linear algebra
     succeeded (``ok`` is False only when ``B`` or ``g`` is not finite)."""
     n = g.shape[-1]
