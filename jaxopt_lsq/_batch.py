@@ -235,7 +235,7 @@ def least_squares_batch(
 
     devices = list(jax.local_devices()) if devices is None else list(devices)
     if len(devices) > 1:
-        x0, theta, N_pad = _shard(x0, theta, axes, N, devices)
+        x0, theta = _shard(x0, theta, axes, N, devices)
     chunk = _chunk_size(chunk_size, N, devices)
     if strategy == "vmap" and chunk:
         fields = program.solve_chunked(x0, theta, chunk)
@@ -257,7 +257,6 @@ class _Program:
 
     def __init__(self, config, axes):
         solver, data_of, _, solution = build_solver(config)
-        state_axes = 0
         solve = jax.vmap(solution, in_axes=(0, axes))
         self.solve = jax.jit(solve)
 
@@ -290,7 +289,7 @@ class _Program:
         def advance(state, steps, theta, k):
             return iterate_some(solver, state, data_of(theta), steps, k)
 
-        self.advance = jax.jit(jax.vmap(advance, in_axes=(state_axes, 0, axes, None)))
+        self.advance = jax.jit(jax.vmap(advance, in_axes=(0, 0, axes, None)))
         self.max_steps = solver.max_steps
         self.finish = jax.jit(jax.vmap(lambda st, th: solver.postprocess(st, data_of(th)), in_axes=(0, axes)))
 
@@ -477,4 +476,4 @@ def _shard(x0, theta, axes, N, devices):
 
     x0 = put(x0, 0)
     theta = jax.tree_util.tree_map(put, theta, axes, is_leaf=_is_none)
-    return x0, theta, N_pad
+    return x0, theta

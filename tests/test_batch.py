@@ -274,7 +274,7 @@ def test_sharded_over_four_cpu_devices():
         Y = 1 + 2 * np.exp(-np.outer(rng.uniform(0.5, 2, 10), t)) + 0.01 * rng.standard_normal((10, 30))
         X0 = np.tile([1.2, 1.5, -1.0], (10, 1))
         f = lambda x, t, y: x[0] + x[1] * jnp.exp(x[2] * t) - y
-        x_all, _, _ = _batch._shard(jnp.asarray(X0), (), (), 10, jax.devices())
+        x_all, _ = _batch._shard(jnp.asarray(X0), (), (), 10, jax.devices())
         assert len(x_all.sharding.device_set) == 4 and x_all.shape == (12, 3)
         many = least_squares_batch(f, X0, args=(t, Y), in_axes=(None, 0))
         one = least_squares_batch(f, X0, args=(t, Y), in_axes=(None, 0), devices=jax.devices()[:1])
