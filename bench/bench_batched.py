@@ -148,6 +148,9 @@ def run_decay(sizes, repeats, records, lines):
             rows = []
             lm_normal, trf = ours("lm-normal"), ours("trf")
             cand = [("jaxopt_lsq lm-normal", lambda: lm_normal(X0d, Yd)[0])]
+            cand.append(("jaxopt_lsq lm-normal, rounds (eager call)",
+                         lambda: least_squares_batch(decay, X0d, args=(T.astype(dtype), Yd), in_axes=(None, 0),
+                                                     strategy="rounds", max_nfev=BUDGET).x))
             if N <= 10_000 and dtype == np.float64:
                 cand.append(("jaxopt_lsq trf (vmap)", lambda: trf(X0d, Yd)[0]))
             for name, builder in (("jaxopt LM (vmap)", jaxopt_lm), ("optimistix LM (vmap)", optx_lm)):
