@@ -24,6 +24,7 @@ from ._iterate import iterate
 from ._jacobian import FD_METHODS, fd_evaluations, fd_jacobian, value_and_fd_grad_on_host
 from ._result import OptimizeResult, register_result_kind
 from ._solvers import lbfgsb as _solver
+from ._solvers._report import LbfgsbLog
 from ._validate import float_dtype
 
 try:  # SciPy's warning class when SciPy is installed, so filters written for it work
@@ -299,12 +300,14 @@ def _compiled_solve(config):
     Data (``x0``, bounds, finite-difference steps, array leaves of ``args``) are
     arguments of the returned functions, so new values reuse the compilation.
     """
-    fg_cfg, solver_cfg, callback = config
+    fg_cfg, solver_cfg, callback, iprint = config
     fg = _make_fg(*fg_cfg)
     fun, jac, grad_mode, fun_traced, jac_traced, fd_method, step_kind, n, dtype, bounded, _ = fg_cfg
     fd = grad_mode == "fd" or (grad_mode == "auto" and not fun_traced)
     evals = 1 + fd_evaluations(fd_method, n) if fd else 1
     solver = _solver.LbfgsbSolver(fg, evals, *solver_cfg, callback=_callback_adapter(callback))
+    if iprint >= 0:
+        solver = LbfgsbLog(solver, iprint)
 
     def run(x0, theta):
         lower, upper, step, dyn = theta
@@ -377,6 +380,11 @@ def _minimize_lbfgsb(
         warnings.warn(_DEPRECATED, DeprecationWarning, stacklevel=3)
     if iprint is not _NoValue:
         warnings.warn(_DEPRECATED, DeprecationWarning, stacklevel=3)
+    # SciPy <= 1.14's rule (its Fortran code printed; SciPy 1.15+ prints nothing):
+    # ``disp`` overrides ``iprint`` unless None; disp=0 silences.
+    level = -1 if iprint is _NoValue or iprint is None else int(iprint)
+    if disp is not _NoValue and disp is not None:
+        level = int(disp) if disp else -1
 
     x0 = _as_x0(x0, _ravel)
     n = x0.shape[0]
@@ -435,7 +443,7 @@ def _minimize_lbfgsb(
     # Field order of LbfgsbSolver after ``fg`` and ``evals_per_fg``.
     solver_cfg = (int(maxcor), float(ftol), float(gtol), int(maxfun), int(maxiter), int(maxls),
                   bounded, gcp_chunk, gram_upd)
-    solve, solve_packed = _compiled_solve((fg_cfg, solver_cfg, callback))
+    solve, solve_packed = _compiled_solve((fg_cfg, solver_cfg, callback, level))
     if is_tracer(x0, step, dyn):
         out = solve(x0, (lower, upper, step, dyn))
         sk, yk = out.pop("sk"), out.pop("yk")
@@ -492,7 +500,8 @@ def minimize(
         ``maxcor`` (10), ``ftol`` (2.22e-9), ``gtol`` (1e-5), ``eps`` (1e-8),
         ``maxfun`` (15000), ``maxiter`` (15000), ``maxls`` (20),
         ``finite_diff_rel_step`` (None); ``disp`` and ``iprint`` are accepted with
-        SciPy's deprecation warning.
+        SciPy 1.17's ``DeprecationWarning`` and print the iteration log of the
+        L-BFGS-B Fortran code (see Notes).
 
     Returns
     -------
@@ -505,6 +514,20 @@ def minimize(
     Notes
     -----
     Hessian information and constraints are not used (SciPy warns the same way).
+
+    Iteration log: SciPy up to 1.14 ran the Fortran L-BFGS-B code, which printed a log
+    for ``iprint >= 0``; since 1.15 SciPy prints nothing and deprecates ``iprint`` and
+    ``disp``. jaxopt_lsq warns as SciPy 1.17 does and prints the old log (so existing
+    code keeps its output), with the old rule: ``disp`` overrides ``iprint`` unless it
+    is None, ``disp=0`` silences, ``disp=True`` means ``iprint=1``. Levels:
+    ``iprint < 0`` nothing (the default); ``0`` header and final summary; ``k > 0`` also
+    ``At iterate`` every ``k`` iterations, skipped BFGS updates and the final ``F``;
+    ``>= 99`` every iteration with its line-search count and step norm; ``>= 100`` the
+    final ``x``; ``> 100`` ``x`` and ``g`` at every iteration. It is printed through
+    :func:`jax.debug.callback`, so it also appears inside ``jax.jit`` (once per batch
+    element under ``jax.vmap``). The summary's ``Tnint`` (Cauchy-search segments) is
+    not tracked and prints ``-``; ``Nact`` counts the variables on a bound at the final
+    iterate.
     ``maxcor <= 0`` raises ``ValueError`` where SciPy returns an ``ERROR: M <= 0``
     result. ``hess_inv`` uses the pairs in time order (SciPy, after more than
     ``maxcor`` updates, passes them in storage order).
