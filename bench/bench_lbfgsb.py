@@ -139,6 +139,17 @@ def _report_large(results):
     _MD.append("")
 
 
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _write_results():
     import scipy
 
@@ -148,8 +159,8 @@ def _write_results():
     head = [
         "## L-BFGS-B: jaxopt_lsq vs SciPy", "",
         f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical "
-        f"CPUs, backend {jax.default_backend()}",
+        f"- machine: {_cpu_model()}, {os.cpu_count()} logical CPUs, backend "
+        f"{jax.default_backend()}",
         f"- versions: jax {jax.__version__}, numpy {np.__version__}, scipy {scipy.__version__}",
         "- command: `OPENBLAS_NUM_THREADS=1 python bench/bench_lbfgsb.py"
         + (" --quick`" if QUICK else "`"),

@@ -57,17 +57,19 @@ def show(case, name, out):
 
 
 for case, bnds in (("no bounds", None), ("bounded", bounds)):
-    show(case, "jaxopt_lsq, NumPy func + FD",
-         fmin_l_bfgs_b(func, x0=initial_values, args=(X, Y), approx_grad=True, bounds=bnds))
+    ours = fmin_l_bfgs_b(func, x0=initial_values, args=(X, Y), approx_grad=True, bounds=bnds)
+    show(case, "jaxopt_lsq, NumPy func + FD", ours)
     # fprime=None and approx_grad=False mean "func returns (f, g)" in SciPy's API; a
     # separate gradient function can be given as fprime, here from jax.grad.
     show(case, "jaxopt_lsq, jax func + autodiff",
          fmin_l_bfgs_b(func_jax, x0=initial_values, fprime=jax.grad(func_jax), args=(X, Y),
                        bounds=bnds))
     if sopt is not None:
-        show(case, "SciPy, NumPy func + FD",
-             sopt.fmin_l_bfgs_b(func, x0=initial_values, args=(X, Y), approx_grad=True,
-                                bounds=bnds))
+        ref = sopt.fmin_l_bfgs_b(func, x0=initial_values, args=(X, Y), approx_grad=True,
+                                 bounds=bnds)
+        show(case, "SciPy, NumPy func + FD", ref)
+        # The same function and finite differences: the same path, up to rounding.
+        assert np.allclose(ours[0], ref[0], rtol=1e-6) and ours[2]["nit"] == ref[2]["nit"]
 
 x_opt, f_opt, info = fmin_l_bfgs_b(func_jax, initial_values, fprime=jax.grad(func_jax),
                                    args=(X, Y), bounds=bounds)

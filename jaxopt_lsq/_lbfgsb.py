@@ -527,8 +527,12 @@ def minimize(
         Gradient: a callable ``jac(x, *args)``; ``True`` when ``fun`` returns
         ``(f, g)``; a finite-difference scheme with relative step; None for autodiff
         (or forward differences with absolute step ``eps`` for a NumPy function).
+    hess, hessp : optional
+        Not used by L-BFGS-B; a ``RuntimeWarning`` when given, as in SciPy.
     bounds : sequence of ``(min, max)`` pairs or `scipy.optimize.Bounds`, optional
         None or +-inf for no bound.
+    constraints : optional
+        Not supported by L-BFGS-B; a ``RuntimeWarning`` when given, as in SciPy.
     tol : float, optional
         Sets ``ftol`` and ``gtol`` when they are not in ``options``.
     callback : callable, optional
@@ -548,6 +552,11 @@ def minimize(
         1 limits reached, 2 abnormal), ``message``, ``success``, ``hess_inv`` (an
         :class:`LbfgsInvHessProduct`) and ``task_code`` (the integer behind
         ``message``). A pytree: returns from ``jax.jit`` and batches under ``jax.vmap``.
+
+    See Also
+    --------
+    fmin_l_bfgs_b : SciPy's older interface to the same solver.
+    least_squares : for objectives that are sums of squares.
 
     Notes
     -----
@@ -570,18 +579,25 @@ def minimize(
     result. ``hess_inv`` uses the pairs in time order (SciPy, after more than
     ``maxcor`` updates, passes them in storage order).
 
-    The algorithm is L-BFGS-B 3.0 (Byrd, Lu, Nocedal, Zhu 1995; Zhu, Byrd, Lu,
-    Nocedal 1997; Morales, Nocedal 2011) with the Moré--Thuente line search; see
-    :func:`fmin_l_bfgs_b` for the references. Solutions are differentiable: ``x``,
-    ``fun`` and ``jac`` with respect to arrays in ``args``, by implicit differentiation
-    of ``grad f = 0`` on the free variables with the variables on an active bound held
-    fixed (Blondel et al., "Efficient and modular implicit differentiation", NeurIPS
-    2022); the loop is never unrolled.
+    The algorithm is L-BFGS-B 3.0 [1]_, [2]_, [3]_ with the Moré--Thuente line search
+    [4]_. Solutions are differentiable: ``x``, ``fun`` and ``jac`` with respect to
+    arrays in ``args``, by implicit differentiation [5]_ of ``grad f = 0`` on the free
+    variables with the variables on an active bound held fixed; the loop is never
+    unrolled.
 
-    See Also
-    --------
-    fmin_l_bfgs_b : SciPy's older interface to the same solver.
-    least_squares : for objectives that are sums of squares.
+    References
+    ----------
+    .. [1] R. H. Byrd, P. Lu, J. Nocedal and C. Zhu, "A limited memory algorithm for
+       bound constrained optimization", SIAM J. Sci. Comput. 16(5):1190-1208, 1995.
+    .. [2] C. Zhu, R. H. Byrd, P. Lu and J. Nocedal, "Algorithm 778: L-BFGS-B, Fortran
+       subroutines for large-scale bound-constrained optimization", ACM Trans. Math.
+       Softw. 23(4):550-560, 1997.
+    .. [3] J. L. Morales and J. Nocedal, "Remark on 'Algorithm 778: L-BFGS-B'", ACM
+       Trans. Math. Softw. 38(1):7, 2011.
+    .. [4] J. J. Moré and D. J. Thuente, "Line search algorithms with guaranteed
+       sufficient decrease", ACM Trans. Math. Softw. 20(3):286-307, 1994.
+    .. [5] M. Blondel et al., "Efficient and modular implicit differentiation",
+       NeurIPS 2022.
 
     Examples
     --------
