@@ -18,7 +18,6 @@ Writes the tables to stdout and to ``bench/results/lbfgsb.md``, the records to
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 
@@ -29,6 +28,7 @@ import scipy.optimize as so
 
 jax.config.update("jax_enable_x64", True)
 import jaxopt_lsq as jl  # noqa: E402
+from _common import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 QUICK = "--quick" in sys.argv
 
@@ -139,17 +139,6 @@ def _report_large(results):
     _MD.append("")
 
 
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _write_results():
     import scipy
 
@@ -159,7 +148,7 @@ def _write_results():
     head = [
         "## L-BFGS-B: jaxopt_lsq vs SciPy", "",
         f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- machine: {_cpu_model()}, {os.cpu_count()} logical CPUs, backend "
+        f"- machine: {cpu_model()}, {os.cpu_count()} logical CPUs, backend "
         f"{jax.default_backend()}",
         f"- versions: jax {jax.__version__}, numpy {np.__version__}, scipy {scipy.__version__}",
         "- command: `OPENBLAS_NUM_THREADS=1 python bench/bench_lbfgsb.py"

@@ -63,6 +63,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 from helpers import PROBLEMS_BY_NAME  # noqa: E402
+from _common import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 try:  # optional peers
     import jaxopt
@@ -511,17 +512,6 @@ def render(problems, results, solvers, title):
     if errs:
         parts += ["**Failures**", ""] + [f"- {a} / {b}: `{e}`" for a, b, e in errs] + [""]
     return "\n".join(parts)
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def git_state():

@@ -39,6 +39,8 @@ import subprocess
 import sys
 import time
 
+from _common import cpu_model  # bench/ is on sys.path when run as a script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
@@ -165,24 +167,13 @@ def _versions():
     return ", ".join(out)
 
 
-def _cpu():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def write_summary(rows, results_dir, quick, plots, argv):
     suffix = "_quick" if quick else ""
     lines = [
         "# Benchmark results",
         "",
         f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- machine: {_cpu()} ({os.cpu_count()} logical CPUs), {platform.system()}",
+        f"- machine: {cpu_model()} ({os.cpu_count()} logical CPUs), {platform.system()}",
         f"- versions: {_versions()}",
         f"- command: `python bench/run.py{' ' + ' '.join(argv) if argv else ''}`",
         "- each workload runs in its own process; its own report below says how it measures",

@@ -579,24 +579,18 @@ def minimize(
     result. ``hess_inv`` uses the pairs in time order (SciPy, after more than
     ``maxcor`` updates, passes them in storage order).
 
-    The algorithm is L-BFGS-B 3.0 [1]_, [2]_, [3]_ with the Moré--Thuente line search
-    [4]_. Solutions are differentiable: ``x``, ``fun`` and ``jac`` with respect to
-    arrays in ``args``, by implicit differentiation [5]_ of ``grad f = 0`` on the free
-    variables with the variables on an active bound held fixed; the loop is never
-    unrolled.
+    The algorithm is L-BFGS-B 3.0 [1]_ (the papers and the line search are listed in
+    :func:`fmin_l_bfgs_b`). Solutions are differentiable: ``x``, ``fun`` and ``jac``
+    with respect to arrays in ``args``, by implicit differentiation [2]_ of
+    ``grad f = 0`` on the free variables with the variables on an active bound held
+    fixed; the loop is never unrolled.
 
     References
     ----------
     .. [1] R. H. Byrd, P. Lu, J. Nocedal and C. Zhu, "A limited memory algorithm for
        bound constrained optimization", SIAM J. Sci. Comput. 16(5):1190-1208, 1995.
-    .. [2] C. Zhu, R. H. Byrd, P. Lu and J. Nocedal, "Algorithm 778: L-BFGS-B, Fortran
-       subroutines for large-scale bound-constrained optimization", ACM Trans. Math.
-       Softw. 23(4):550-560, 1997.
-    .. [3] J. L. Morales and J. Nocedal, "Remark on 'Algorithm 778: L-BFGS-B'", ACM
-       Trans. Math. Softw. 38(1):7, 2011.
-    .. [4] J. J. Moré and D. J. Thuente, "Line search algorithms with guaranteed
-       sufficient decrease", ACM Trans. Math. Softw. 20(3):286-307, 1994.
-    .. [5] M. Blondel et al., "Efficient and modular implicit differentiation",
+    .. [2] M. Blondel, Q. Berthet, M. Cuturi, R. Frostig, S. Hoyer, F. Llinares-López,
+       F. Pedregosa and J.-P. Vert, "Efficient and modular implicit differentiation",
        NeurIPS 2022.
 
     Examples
