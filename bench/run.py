@@ -112,10 +112,12 @@ def load_records(path):
 
 
 def _label(r):
-    keys = [k for k in SERIES_FIELDS if r.get(k) not in (None, "")]
-    if "family" in keys:
-        keys.remove("problem") if "problem" in keys else None
-    return " / ".join(str(r[k]) for k in keys)
+    """(what is solved, who solves it): the curve's name, split for colours/markers."""
+    keys = [k for k in SERIES_FIELDS if k != "solver" and r.get(k) not in (None, "")]
+    if "family" in keys and "problem" in keys:
+        keys.remove("problem")
+    what = " / ".join([str(r.get("workload", "?"))] + [str(r[k]) for k in keys])
+    return what, str(r.get("solver", ""))
 
 
 def _curves(records, xkey, ykey):
@@ -123,7 +125,7 @@ def _curves(records, xkey, ykey):
     for r in records:
         x, y = r.get(xkey), r.get(ykey)
         if isinstance(x, (int, float)) and isinstance(y, (int, float)) and x > 0 and y > 0:
-            curves.setdefault((r.get("workload", "?"), _label(r)), []).append((x, y))
+            curves.setdefault(_label(r), []).append((x, y))
     return {k: sorted(v) for k, v in curves.items() if len({x for x, _ in v}) >= 2}
 
 
@@ -141,9 +143,15 @@ def plot(records, xkey, ykey, xlabel, ylabel, title, path):
         print("matplotlib is not installed: no plots (pip install matplotlib)")
         return None
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for (workload, label), pts in sorted(curves.items()):
+    # One colour per solver, one marker and line style per problem.
+    solvers = sorted({who for _, who in curves})
+    whats = sorted({what for what, _ in curves})
+    styles = [(m, ls) for ls in ("-", "--", ":", "-.") for m in "osd^v<>pPX*"]
+    for (what, who), pts in sorted(curves.items()):
         xs, ys = zip(*pts)
-        ax.loglog(xs, ys, "o-", label=f"{workload}: {label}")
+        marker, ls = styles[whats.index(what) % len(styles)]
+        ax.loglog(xs, ys, marker=marker, linestyle=ls, color=f"C{solvers.index(who) % 10}",
+                  label=f"{what}: {who}" if who else what)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
