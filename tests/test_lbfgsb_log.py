@@ -100,16 +100,18 @@ def test_iprint_every_k_iterations_and_under_jit(capsys):
     assert capsys.readouterr().out == eager
 
 
-def test_fmin_l_bfgs_b_iprint_99_bounded_infeasible_start(capsys):
+def test_fmin_l_bfgs_b_iprint_101_bounded_infeasible_start(capsys):
     bounds = [(0.0, 0.5)] * 3
     with pytest.warns(DeprecationWarning):
         x, f, d = jl.fmin_l_bfgs_b(rosen, np.array([-1.3, 0.7, 3.0]), fprime=jax.grad(rosen),
-                                   bounds=bounds, iprint=99)
+                                   bounds=bounds, iprint=101)
     out = capsys.readouterr().out
     assert " The initial X is infeasible.  Restart with its projection." in out
     assert "At X0         3 variables are exactly at the bounds" in out
     assert "This problem is unconstrained" not in out
-    assert out.count(" LINE SEARCH") == d["nit"]  # one per iteration at level 99
+    assert out.count(" LINE SEARCH") == d["nit"]  # one per iteration from level 99
+    assert out.count("\nG = ") == d["nit"] and out.count("\nX = ") == d["nit"] + 1  # > 100
+    assert "\nX0 = -1.3000D+00  7.0000D-01  3.0000D+00" in out
     path, ref = scipy_path(np.array([-1.3, 0.7, 3.0]), bounds)
     rows = AT_ITERATE.findall(out)
     assert len(rows) == d["nit"] + 1 == ref.nit + 1

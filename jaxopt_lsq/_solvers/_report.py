@@ -167,7 +167,7 @@ class LbfgsbLog(eqx.Module):
         pg = projected_gradient_norm(s.x, s.g, lower, upper)
         n, m, eps = s.x.shape[0], self.inner.m, float(jnp.finfo(s.x.dtype).eps)
 
-        def start(constrained, projected, at_bound, f, pg, x, lower, upper):
+        def start(constrained, projected, at_bound, f, pg, x=None, lower=None, upper=None):
             lines = ["RUNNING THE L-BFGS-B CODE", "", "           * * *", "",
                      f"Machine precision ={_fortran_d(eps, 10, 3)}",
                      f" N = {n:>12}     M = {m:>12}"]
@@ -183,7 +183,8 @@ class LbfgsbLog(eqx.Module):
                 lines.append(_at_iterate(0, f, pg))
             print("\n".join(lines))
 
-        jax.debug.callback(start, constrained, projected, at_bound, s.f, pg, x0, lower, upper)
+        vectors = (x0, lower, upper) if iprint > 100 else ()
+        jax.debug.callback(start, constrained, projected, at_bound, s.f, pg, *vectors)
         zero = jnp.asarray(0, jnp.int32)
         return s, (zero, zero)  # (BFGS updates skipped, evaluations in this iteration)
 
@@ -205,7 +206,7 @@ class LbfgsbLog(eqx.Module):
             pg = projected_gradient_norm(new.x, new.g, lower, upper)
             xstep = jnp.sqrt(jnp.sum((new.x - s.x) ** 2))
 
-            def row(accepted, skipped, nit, f, pg, evals, xstep, ys, minus_gs, x, g):
+            def row(accepted, skipped, nit, f, pg, evals, xstep, ys, minus_gs, x=None, g=None):
                 if not bool(accepted):
                     return
                 lines = []
@@ -223,8 +224,10 @@ class LbfgsbLog(eqx.Module):
                 if lines:
                     print("\n".join(lines))
 
+            # x and g go to the host only when they are printed (large n).
+            vectors = (new.x, new.g) if iprint > 100 else ()
             jax.debug.callback(row, accepted, skipped, new.nit, new.f, pg, evals, xstep, ys,
-                               minus_gs, new.x, new.g)
+                               minus_gs, *vectors)
         nskip = nskip + skipped.astype(jnp.int32)
         evals = jnp.where(accepted, 0, evals)
         return new, (nskip, evals)
@@ -243,7 +246,7 @@ class LbfgsbLog(eqx.Module):
         nact = jnp.sum((s.x <= lower) | (s.x >= upper))
         iprint, n = self.iprint, s.x.shape[0]
 
-        def summary(nit, njev, nskip, nact, pg, f, x, task):
+        def summary(nit, njev, nskip, nact, pg, f, task, x=None):
             print("\n".join([
                 "", "           * * *", "",
                 "Tit   = total number of iterations",
@@ -263,6 +266,7 @@ class LbfgsbLog(eqx.Module):
                 print(f"  F = {_fortran_list_real(f)}")
             print("\n" + _message_for("lbfgsb", np.asarray(task)))
 
+        vectors = (out["x"],) if iprint >= 100 else ()
         jax.debug.callback(summary, out["nit"], out["njev"], nskip, nact, pg, out["fun"],
-                           out["x"], out["task_code"])
+                           out["task_code"], *vectors)
         return out
