@@ -230,7 +230,9 @@ def main(argv=None):
 
     found = discover(bench_dir)
     if a.only:
-        names = [n.strip() for n in a.only.split(",") if n.strip()]
+        # "small", "bench_small" and "bench/bench_small.py" all name the same workload
+        names = [os.path.basename(n.strip()).removesuffix(".py").removeprefix("bench_")
+                 for n in a.only.split(",") if n.strip()]
     else:
         names = found + [n for n in EXPECTED if n not in found and bench_dir == HERE]
 
