@@ -9,9 +9,15 @@
 Run: OPENBLAS_NUM_THREADS=1 PYTHONPATH=. python bench/bench_lbfgsb.py [--quick]
 (single-threaded BLAS: on a loaded 2-core machine SciPy's L-BFGS-B otherwise spends
 milliseconds per iteration waiting for BLAS threads, e.g. 256 ms instead of 1.1 ms
-for Rosenbrock n=2).
+for Rosenbrock n=2). ``bench/run.py`` sets this.
+
+Writes the tables to stdout and to ``bench/results/lbfgsb.md``, the records to
+``bench/results/lbfgsb.json`` (``lbfgsb_quick.*`` with ``--quick``).
 """
 
+import datetime
+import json
+import os
 import sys
 import time
 
@@ -22,6 +28,7 @@ import scipy.optimize as so
 
 jax.config.update("jax_enable_x64", True)
 import jaxopt_lsq as jl  # noqa: E402
+from _common import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 QUICK = "--quick" in sys.argv
 
@@ -85,11 +92,76 @@ def small():
         rows.append((name, int(res.nit), ref.nit, t_ours * 1e3, t_sp * 1e3, t_sp / t_ours,
                      compile_s))
     print("\n(a) small problems, warm per solve (best of repeats)")
+    _report_small(rows)
     print(f"{'problem':30s} {'nit':>5s} {'sp nit':>6s} {'ours ms':>9s} {'scipy ms':>9s} "
           f"{'speedup':>8s} {'compile s':>9s}")
     for r in rows:
         print(f"{r[0]:30s} {r[1]:5d} {r[2]:6d} {r[3]:9.3f} {r[4]:9.3f} {r[5]:8.1f} "
               f"{r[6]:9.2f}")
+
+
+_MD, _RECORDS = [], []  # the markdown report and the JSON records, filled as we go
+
+
+def _report_small(rows):
+    _MD.extend(["### Small problems, warm time per solve (best of repeats)", "",
+                "| problem | nit (ours / SciPy) | ours ms | SciPy ms | speed-up | compile s |",
+                "|---|---|---|---|---|---|"])
+    for name, nit, sp_nit, ours, sp, speedup, compile_s in rows:
+        _MD.append(f"| {name} | {nit} / {sp_nit} | {ours:.3f} | {sp:.3f} | {speedup:.1f} | "
+                   f"{compile_s:.2f} |")
+        n = int(name.split("n=")[1].split()[0]) if "n=" in name else None
+        family = name.split(" n=")[0] + (" bounded" if name.endswith("bounded") else "")
+        for solver, t, it in (("jaxopt_lsq", ours, nit), ("SciPy", sp, sp_nit)):
+            _RECORDS.append(dict(workload="lbfgsb", problem=name, family=family, solver=solver,
+                                 n=n, nit=int(it), time_s=t / 1e3,
+                                 compile_s=compile_s if solver == "jaxopt_lsq" else None))
+    _MD.append("")
+
+
+def _report_large(results):
+    _MD.extend(["### Large bounded problems (m = 10, the same jitted f+g for both), "
+                "per iteration", "",
+                "| n | nit (ours / SciPy) | f+g ms | ours ms/it | SciPy ms/it | ours minus f+g "
+                "| SciPy minus f+g | bandwidth bound ms | f - f_SciPy |",
+                "|---|---|---|---|---|---|---|---|---|"])
+    for r in results:
+        _MD.append(f"| {r['n']:.0e} | {r['nit']} / {r['sp_nit']} | {r['fg_ms']:.2f} | "
+                   f"{r['ours_ms']:.2f} | {r['sp_ms']:.2f} | {r['over_ours']:.2f} | "
+                   f"{r['over_sp']:.2f} | {r['bw'][0]:.1f}-{r['bw'][1]:.1f} | {r['df']:.1e} |")
+        for solver, per_it, it, over in (("jaxopt_lsq", r["ours_ms"], r["nit"], r["over_ours"]),
+                                         ("SciPy", r["sp_ms"], r["sp_nit"], r["over_sp"])):
+            _RECORDS.append(dict(workload="lbfgsb", problem=f"bounded quartic n={r['n']}",
+                                 family="large bounded quartic", solver=solver, n=r["n"],
+                                 nit=int(it), time_s=per_it * it / 1e3,
+                                 time_per_iter_s=per_it / 1e3, overhead_per_iter_s=over / 1e3,
+                                 fg_s=r["fg_ms"] / 1e3))
+    _MD.append("")
+
+
+def _write_results():
+    import scipy
+
+    stem = "lbfgsb_quick" if QUICK else "lbfgsb"
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out, exist_ok=True)
+    head = [
+        "## L-BFGS-B: jaxopt_lsq vs SciPy", "",
+        f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- machine: {cpu_model()}, {os.cpu_count()} logical CPUs, backend "
+        f"{jax.default_backend()}",
+        f"- versions: jax {jax.__version__}, numpy {np.__version__}, scipy {scipy.__version__}",
+        "- command: `OPENBLAS_NUM_THREADS=1 python bench/bench_lbfgsb.py"
+        + (" --quick`" if QUICK else "`"),
+        "- float64; SciPy gets the same problem (NumPy f+g for the small problems, the "
+        "jitted JAX f+g for the large ones); warm times after one compiling call",
+    ]
+    if QUICK:
+        head.append("- **--quick run: fewer repeats and sizes, numbers are rough**")
+    with open(os.path.join(out, stem + ".md"), "w") as f:
+        f.write("\n".join(head + [""] + _MD))
+    with open(os.path.join(out, stem + ".json"), "w") as f:
+        json.dump(_RECORDS, f, indent=1)
 
 
 # --- (b) large bounded problems --------------------------------------------------------
@@ -145,11 +217,15 @@ def main():
           f"{'scipy ms/it':>11s} {'ours over':>9s} {'scipy over':>10s} "
           f"{'BW bound ms':>12s} {'f-f_sp':>9s}")
     sizes = [(100_000, 30)] if QUICK else [(100_000, 40), (1_000_000, 15)]
+    results = []
     for n, it in sizes:
         r = large(n, it)
+        results.append(r)
         print(f"{r['n']:8d} {r['nit']:4d} {r['sp_nit']:6d} {r['fg_ms']:7.2f} "
               f"{r['ours_ms']:10.2f} {r['sp_ms']:11.2f} {r['over_ours']:9.2f} "
               f"{r['over_sp']:10.2f} {r['bw'][0]:5.1f}-{r['bw'][1]:5.1f} {r['df']:9.1e}")
+    _report_large(results)
+    _write_results()
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ Warm latency = min over R repeats of the mean over N calls (N chosen so one
 repeat takes about ``--target`` seconds; the repeats of the solvers are
 interleaved), JAX results blocked with ``block_until_ready``.  Compile time = wall time of the first call of a freshly
 built jitted function (a fresh residual closure, so no cache can hide it).
-The markdown report goes to stdout and to ``bench/results/small.md``.
+The markdown report goes to stdout and to ``bench/results/small.md``, the records
+(one per problem and solver) to ``bench/results/small.json`` (``small_quick.*`` with
+``--quick``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import math
 import os
 import platform
@@ -60,6 +63,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 from helpers import PROBLEMS_BY_NAME  # noqa: E402
+from _common import cpu_model  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 try:  # optional peers
     import jaxopt
@@ -510,17 +514,6 @@ def render(problems, results, solvers, title):
     return "\n".join(parts)
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def git_state():
     """``commit`` of the repo, plus a digest of uncommitted changes under jaxopt_lsq/."""
     import hashlib
@@ -598,8 +591,8 @@ def main(argv=None):
         f"jaxlib {_version('jaxlib')}, numpy {np.__version__}, scipy {scipy.__version__}, "
         f"jaxopt {_version('jaxopt')}, optimistix {_version('optimistix')}, "
         f"jaxopt_lsq {_version('jaxopt_lsq')}",
-        f"- float64; tolerances 1e-8 (SciPy defaults: ftol = xtol = gtol = 1e-8; jaxopt tol = 1e-8; "
-        f"optimistix rtol = atol = 1e-8); JAX peers get 100·n iterations (SciPy trf's max_nfev)",
+        "- float64; tolerances 1e-8 (SciPy defaults: ftol = xtol = gtol = 1e-8; jaxopt tol = 1e-8; "
+        "optimistix rtol = atol = 1e-8); JAX peers get 100·n iterations (SciPy trf's max_nfev)",
         "- SciPy: NumPy residuals, default `jac='2-point'` finite differences. "
         "JAX solvers: autodiff Jacobians (their defaults). jaxopt LM: default linear solver (CG).",
         f"- warm time: min over {repeats} repeats of the mean of N calls (N so that a repeat takes "
@@ -629,8 +622,31 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with open(out_path, "w") as f:
         f.write(text)
-    print(f"(written to {os.path.relpath(out_path, REPO)})", file=sys.stderr)
+    json_path = os.path.splitext(out_path)[0] + ".json"
+    with open(json_path, "w") as f:
+        json.dump(records(problems, results, solvers), f, indent=1)
+    print(f"(written to {os.path.relpath(out_path, REPO)} and "
+          f"{os.path.relpath(json_path, REPO)})", file=sys.stderr)
     return 0
+
+
+def records(problems, results, solvers):
+    """Flat records for bench/run.py: one per problem and solver."""
+    def num(v):
+        return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+    out = []
+    for p in problems:
+        best = best_cost(results[p.name])
+        for s in solvers:
+            o = results[p.name][s.key]
+            out.append(dict(
+                workload="small", problem=p.name, solver=s.label, n=int(p.n), m=int(p.m),
+                time_s=num(o.warm_s), compile_s=num(o.compile_s), cost=num(o.cost),
+                reached_best=bool(reached(o.cost, best)), evals=o.evals,
+                status=None if o.status is None else str(o.status), error=o.error or None,
+            ))
+    return out
 
 
 if __name__ == "__main__":

@@ -155,11 +155,57 @@ def curve_fit(
     ValueError
         For invalid input, with SciPy's messages.
 
+    See Also
+    --------
+    least_squares : the solver underneath, with robust losses.
+
     Notes
     -----
     With ``method='lm'`` SciPy computes ``pcov`` from MINPACK's QR factors; here it is
     always the pseudo-inverse from the SVD of the final Jacobian (the same quantity).
     ``infodict`` holds ``nfev`` and ``fvec`` only.
+
+    ``pcov`` is the usual linearised estimate ``s^2 (J^T J)^{-1}`` of the covariance of
+    the least-squares estimate [1]_, with ``s^2`` the reduced chi-square (or 1 with
+    ``absolute_sigma=True``). The fit itself is :func:`least_squares`: Levenberg--
+    Marquardt [2]_ for ``'lm'``, Trust Region Reflective [3]_ for ``'trf'``.
+
+    References
+    ----------
+    .. [1] G. A. F. Seber and C. J. Wild, "Nonlinear Regression", Wiley, 1989,
+       section 2.1.
+    .. [2] J. J. Moré, "The Levenberg-Marquardt algorithm: implementation and theory",
+       Lecture Notes in Mathematics 630, Springer, pp. 105-116, 1977.
+    .. [3] M. A. Branch, T. F. Coleman and Y. Li, "A subspace, interior, and conjugate
+       gradient method for large-scale bound-constrained minimization problems", SIAM
+       J. Sci. Comput. 21(1):1-23, 1999.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from jaxopt_lsq import curve_fit
+    >>> def func(x, a, b, c):
+    ...     return a * jnp.exp(-b * x) + c
+    >>> xdata = np.linspace(0, 4, 50)
+    >>> ydata = func(xdata, 2.5, 1.3, 0.5) + 0.05 * np.random.default_rng(1).standard_normal(50)
+    >>> popt, pcov = curve_fit(func, xdata, ydata)
+    >>> bool(np.abs(np.asarray(popt) - [2.5, 1.3, 0.5]).max() < 0.1)
+    True
+
+    Constrain the parameters to ``0 <= a <= 3``, ``0 <= b <= 1``, ``0 <= c <= 0.5``:
+
+    >>> popt, pcov = curve_fit(func, xdata, ydata, bounds=(0, [3.0, 1.0, 0.5]))
+    >>> round(float(popt[1]), 4)  # on its upper bound
+    1.0
+
+    Many datasets at once, and the derivative of a fitted parameter with respect to
+    the data:
+
+    >>> fit = lambda y: curve_fit(func, xdata, y, p0=[1.0, 1.0, 1.0])[0]
+    >>> jax.vmap(fit)(jnp.stack([ydata, 2 * ydata])).shape
+    (2, 3)
+    >>> jax.grad(lambda y: fit(y)[1])(jnp.asarray(ydata)).shape
+    (50,)
     """
     traced = is_tracer(xdata, ydata, p0, sigma, bounds)
     if p0 is None:

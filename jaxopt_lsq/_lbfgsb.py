@@ -24,6 +24,7 @@ from ._iterate import iterate
 from ._jacobian import FD_METHODS, fd_evaluations, fd_jacobian, value_and_fd_grad_on_host
 from ._result import OptimizeResult, register_result_kind
 from ._solvers import lbfgsb as _solver
+from ._solvers._report import LbfgsbLog
 from ._validate import float_dtype
 
 try:  # SciPy's warning class when SciPy is installed, so filters written for it work
@@ -77,14 +78,52 @@ class LbfgsInvHessProduct(eqx.Module):
     """The L-BFGS approximate inverse Hessian from the final correction pairs.
 
     Like SciPy's ``LbfgsInvHessProduct``: ``H_0 = I`` and the two-loop recursion of
-    Nocedal (1980) over the pairs, oldest first. Unlike SciPy it is a pytree (so it can
-    leave ``jax.jit`` and be batched by ``jax.vmap``); empty slots are zero rows and do
-    nothing. ``matvec``, ``dot``, ``@``, ``matmat`` and ``todense`` return JAX arrays.
+    Nocedal [1]_ over the pairs, oldest first. Unlike SciPy it is a pytree (so it can
+    leave ``jax.jit`` and be batched by ``jax.vmap``) rather than a
+    ``scipy.sparse.linalg.LinearOperator``; empty slots are zero rows and do nothing.
+    ``minimize`` returns one as ``res.hess_inv``.
+
+    Parameters
+    ----------
+    sk : array_like, shape (n_corrs, n)
+        The steps ``s_k = x_{k+1} - x_k``, oldest first (zero rows for empty slots).
+    yk : array_like, shape (n_corrs, n)
+        The gradient changes ``y_k = g_{k+1} - g_k``, in the same order.
+
+    Attributes
+    ----------
+    shape : tuple
+        ``(n, n)``.
+    dtype : dtype
+        The dtype of ``sk``.
+    n_corrs : jax.Array
+        The number of non-empty pairs.
+
+    Methods
+    -------
+    matvec(x)
+        ``H x`` for ``x`` of shape (n,) or (n, 1).
+    matmat(X)
+        ``H X`` for ``X`` of shape (n, k).
+    dot(x), x @ ...
+        ``matvec`` or ``matmat`` by the shape of ``x``.
+    todense()
+        The dense (n, n) matrix.
 
     References
     ----------
-    J. Nocedal. Updating quasi-Newton matrices with limited storage. Math. Comp.
-    35(151):773-782, 1980.
+    .. [1] J. Nocedal, "Updating quasi-Newton matrices with limited storage", Math.
+       Comp. 35(151):773-782, 1980.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, numpy as np
+    >>> from jaxopt_lsq import minimize
+    >>> A = jnp.array([[3.0, 1.0], [1.0, 2.0]])
+    >>> res = minimize(lambda x: 0.5 * x @ A @ x - x.sum(), np.ones(2))
+    >>> H = res.hess_inv.todense()  # close to inv(A) after enough steps
+    >>> H.shape
+    (2, 2)
     """
 
     sk: jax.Array
@@ -299,12 +338,14 @@ def _compiled_solve(config):
     Data (``x0``, bounds, finite-difference steps, array leaves of ``args``) are
     arguments of the returned functions, so new values reuse the compilation.
     """
-    fg_cfg, solver_cfg, callback = config
+    fg_cfg, solver_cfg, callback, iprint = config
     fg = _make_fg(*fg_cfg)
     fun, jac, grad_mode, fun_traced, jac_traced, fd_method, step_kind, n, dtype, bounded, _ = fg_cfg
     fd = grad_mode == "fd" or (grad_mode == "auto" and not fun_traced)
     evals = 1 + fd_evaluations(fd_method, n) if fd else 1
     solver = _solver.LbfgsbSolver(fg, evals, *solver_cfg, callback=_callback_adapter(callback))
+    if iprint >= 0:
+        solver = LbfgsbLog(solver, iprint)
 
     def run(x0, theta):
         lower, upper, step, dyn = theta
@@ -377,6 +418,11 @@ def _minimize_lbfgsb(
         warnings.warn(_DEPRECATED, DeprecationWarning, stacklevel=3)
     if iprint is not _NoValue:
         warnings.warn(_DEPRECATED, DeprecationWarning, stacklevel=3)
+    # SciPy <= 1.14's rule (its Fortran code printed; SciPy 1.15+ prints nothing):
+    # ``disp`` overrides ``iprint`` unless None; disp=0 silences.
+    level = -1 if iprint is _NoValue or iprint is None else int(iprint)
+    if disp is not _NoValue and disp is not None:
+        level = int(disp) if disp else -1
 
     x0 = _as_x0(x0, _ravel)
     n = x0.shape[0]
@@ -435,7 +481,7 @@ def _minimize_lbfgsb(
     # Field order of LbfgsbSolver after ``fg`` and ``evals_per_fg``.
     solver_cfg = (int(maxcor), float(ftol), float(gtol), int(maxfun), int(maxiter), int(maxls),
                   bounded, gcp_chunk, gram_upd)
-    solve, solve_packed = _compiled_solve((fg_cfg, solver_cfg, callback))
+    solve, solve_packed = _compiled_solve((fg_cfg, solver_cfg, callback, level))
     if is_tracer(x0, step, dyn):
         out = solve(x0, (lower, upper, step, dyn))
         sk, yk = out.pop("sk"), out.pop("yk")
@@ -481,8 +527,12 @@ def minimize(
         Gradient: a callable ``jac(x, *args)``; ``True`` when ``fun`` returns
         ``(f, g)``; a finite-difference scheme with relative step; None for autodiff
         (or forward differences with absolute step ``eps`` for a NumPy function).
+    hess, hessp : optional
+        Not used by L-BFGS-B; a ``RuntimeWarning`` when given, as in SciPy.
     bounds : sequence of ``(min, max)`` pairs or `scipy.optimize.Bounds`, optional
         None or +-inf for no bound.
+    constraints : optional
+        Not supported by L-BFGS-B; a ``RuntimeWarning`` when given, as in SciPy.
     tol : float, optional
         Sets ``ftol`` and ``gtol`` when they are not in ``options``.
     callback : callable, optional
@@ -492,7 +542,8 @@ def minimize(
         ``maxcor`` (10), ``ftol`` (2.22e-9), ``gtol`` (1e-5), ``eps`` (1e-8),
         ``maxfun`` (15000), ``maxiter`` (15000), ``maxls`` (20),
         ``finite_diff_rel_step`` (None); ``disp`` and ``iprint`` are accepted with
-        SciPy's deprecation warning.
+        SciPy 1.17's ``DeprecationWarning`` and print the iteration log of the
+        L-BFGS-B Fortran code (see Notes).
 
     Returns
     -------
@@ -502,12 +553,63 @@ def minimize(
         :class:`LbfgsInvHessProduct`) and ``task_code`` (the integer behind
         ``message``). A pytree: returns from ``jax.jit`` and batches under ``jax.vmap``.
 
+    See Also
+    --------
+    fmin_l_bfgs_b : SciPy's older interface to the same solver.
+    least_squares : for objectives that are sums of squares.
+
     Notes
     -----
     Hessian information and constraints are not used (SciPy warns the same way).
+
+    Iteration log: SciPy up to 1.14 ran the Fortran L-BFGS-B code, which printed a log
+    for ``iprint >= 0``; since 1.15 SciPy prints nothing and deprecates ``iprint`` and
+    ``disp``. jaxopt_lsq warns as SciPy 1.17 does and prints the old log (so existing
+    code keeps its output), with the old rule: ``disp`` overrides ``iprint`` unless it
+    is None, ``disp=0`` silences, ``disp=True`` means ``iprint=1``. Levels:
+    ``iprint < 0`` nothing (the default); ``0`` header and final summary; ``k > 0`` also
+    ``At iterate`` every ``k`` iterations, skipped BFGS updates and the final ``F``;
+    ``>= 99`` every iteration with its line-search count and step norm; ``>= 100`` the
+    final ``x``; ``> 100`` ``x`` and ``g`` at every iteration. It is printed through
+    :func:`jax.debug.callback`, so it also appears inside ``jax.jit`` (once per batch
+    element under ``jax.vmap``). The summary's ``Tnint`` (Cauchy-search segments) is
+    not tracked and prints ``-``; ``Nact`` counts the variables on a bound at the final
+    iterate.
     ``maxcor <= 0`` raises ``ValueError`` where SciPy returns an ``ERROR: M <= 0``
     result. ``hess_inv`` uses the pairs in time order (SciPy, after more than
     ``maxcor`` updates, passes them in storage order).
+
+    The algorithm is L-BFGS-B 3.0 [1]_ (the papers and the line search are listed in
+    :func:`fmin_l_bfgs_b`). Solutions are differentiable: ``x``, ``fun`` and ``jac``
+    with respect to arrays in ``args``, by implicit differentiation [2]_ of
+    ``grad f = 0`` on the free variables with the variables on an active bound held
+    fixed; the loop is never unrolled.
+
+    References
+    ----------
+    .. [1] R. H. Byrd, P. Lu, J. Nocedal and C. Zhu, "A limited memory algorithm for
+       bound constrained optimization", SIAM J. Sci. Comput. 16(5):1190-1208, 1995.
+    .. [2] M. Blondel, Q. Berthet, M. Cuturi, R. Frostig, S. Hoyer, F. Llinares-López,
+       F. Pedregosa and J.-P. Vert, "Efficient and modular implicit differentiation",
+       NeurIPS 2022.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from jaxopt_lsq import minimize
+    >>> def rosen(x):
+    ...     return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+    >>> res = minimize(rosen, np.zeros(5), method="L-BFGS-B", bounds=[(0, 0.8)] * 5)
+    >>> bool(res.success), np.asarray(res.x, float).round(4).tolist()  # x[0] on a bound
+    (True, [0.8, 0.66, 0.4483, 0.2089, 0.0436])
+
+    Inside ``jax.jit``, and differentiated with respect to data in ``args``:
+
+    >>> def fit(c):
+    ...     return minimize(lambda x, c: jnp.sum((x - c) ** 2), jnp.zeros(3), args=(c,)).x
+    >>> J = jax.jacobian(jax.jit(fit))(jnp.array([1.0, 2.0, 3.0]))
+    >>> bool(jnp.allclose(J, jnp.eye(3), atol=1e-5))
+    True
     """
     if method is None:
         method = "L-BFGS-B"
@@ -549,23 +651,115 @@ def fmin_l_bfgs_b(
 ):
     """Minimise ``func`` with L-BFGS-B, as :func:`scipy.optimize.fmin_l_bfgs_b`.
 
-    Parameters are SciPy's: ``func`` returns ``(f, g)`` when ``fprime`` is None and
-    ``approx_grad`` is false; ``approx_grad`` uses forward differences with absolute
-    step ``epsilon``; ``bounds`` are ``(min, max)`` pairs (None or +-inf for no bound);
-    ``m`` corrections; stop when ``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <=
-    factr * eps`` (``eps`` of float64, as SciPy) or the projected gradient inf-norm
-    ``<= pgtol``; ``iprint`` and ``disp`` are deprecated no-ops (with SciPy's warning).
+    Same parameters, defaults and return values as SciPy 1.17; the solver is a compiled
+    ``jax.lax.while_loop`` (see :func:`minimize`, which shares it), so the call also
+    works inside ``jax.jit``, under ``jax.vmap`` and in float32.
+
+    Parameters
+    ----------
+    func : callable ``f(x, *args)``
+        The function to minimise. When ``fprime`` is None and ``approx_grad`` is false
+        it returns ``(f, g)``, the value and the gradient. A JAX-traceable function runs
+        inside the compiled solver; a plain NumPy function is called on the host through
+        :func:`jax.pure_callback`.
+    x0 : array_like, shape (n,)
+        Initial guess (flattened; its float dtype is the working precision). It is
+        projected onto the bounds and never modified.
+    fprime : callable ``fprime(x, *args)``, optional
+        The gradient of ``func``. With ``func`` in ``jax.numpy``, ``jax.grad(func)`` is
+        a good choice.
+    args : sequence, optional
+        Extra arguments for ``func`` and ``fprime``. Arrays are traced: new values of
+        the same shapes reuse the compiled solver.
+    approx_grad : bool, optional
+        Approximate the gradient by forward differences with absolute step
+        ``epsilon`` (``func`` then returns only ``f``).
+    bounds : list, optional
+        ``(min, max)`` pairs for each element of ``x``; None or +-inf for no bound.
+    m : int, optional
+        Number of correction pairs kept in the limited memory (SciPy's ``maxcor``).
+    factr : float, optional
+        Stop when ``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= factr * eps``, with
+        ``eps`` the machine precision of float64 (as in SciPy, also in float32). 1e12
+        for low accuracy, 1e7 (default) for moderate accuracy, 10 for high accuracy.
+    pgtol : float, optional
+        Stop when ``max(|proj g_i|) <= pgtol``, the projected gradient's inf-norm.
+    epsilon : float, optional
+        Finite-difference step when ``approx_grad`` is true.
+    iprint : int, optional
+        Deprecated in SciPy (1.15) together with ``disp``; passing either issues
+        SciPy's ``DeprecationWarning``. SciPy 1.17 prints nothing; here ``iprint >= 0``
+        prints the iteration log of the Fortran L-BFGS-B code, as SciPy <= 1.14 did
+        (levels in :func:`minimize`'s Notes). Default: no output.
+    maxfun : int, optional
+        Maximum number of function evaluations (finite-difference evaluations count,
+        so the limit can be passed within an iteration, as in SciPy).
+    maxiter : int, optional
+        Maximum number of iterations.
+    disp : int, optional
+        Deprecated, see ``iprint``: 0 silences the log, a positive value overrides
+        ``iprint``.
+    callback : callable, optional
+        ``callback(xk)`` on the host after each iteration (also inside ``jax.jit``).
+    maxls : int, optional
+        Maximum number of line-search steps per iteration (default 20).
 
     Returns
     -------
-    x : jax.Array
-        Estimated position of the minimum.
-    f : jax.Array
+    x : ndarray
+        Estimated position of the minimum (a JAX array inside a transformation).
+    f : float
         Value of ``func`` at the minimum.
     d : dict
-        ``warnflag`` (0 converged, 1 too many evaluations or iterations, 2 stopped for
-        another reason, given in ``task``), ``grad``, ``funcalls``, ``nit``, ``task``
-        (the message string; None inside a trace).
+        ``warnflag`` (0 converged, 1 too many function evaluations or iterations, 2
+        stopped for another reason, given in ``task``), ``grad`` (the gradient at the
+        minimum), ``funcalls``, ``nit`` and ``task`` (the message; None inside a trace).
+
+    See Also
+    --------
+    minimize : the same solver behind SciPy's ``minimize`` interface, with the
+        ``OptimizeResult`` (``hess_inv``, ``status``, ``message``).
+
+    Notes
+    -----
+    The algorithm is L-BFGS-B 3.0 [1]_, [2]_, [3]_: a generalised Cauchy point along
+    the projected gradient path, subspace minimisation over the free variables with the
+    compact limited-memory matrices, and the Moré--Thuente line search [4]_. The Cauchy
+    point is computed without a sequential loop over breakpoints, so it vectorises.
+    Solutions are differentiable with respect to ``args`` by implicit differentiation
+    [5]_ of the projected optimality conditions (see :func:`minimize`).
+
+    References
+    ----------
+    .. [1] R. H. Byrd, P. Lu, J. Nocedal and C. Zhu, "A limited memory algorithm for
+       bound constrained optimization", SIAM J. Sci. Comput. 16(5):1190-1208, 1995.
+    .. [2] C. Zhu, R. H. Byrd, P. Lu and J. Nocedal, "Algorithm 778: L-BFGS-B, Fortran
+       subroutines for large-scale bound-constrained optimization", ACM Trans. Math.
+       Softw. 23(4):550-560, 1997.
+    .. [3] J. L. Morales and J. Nocedal, "Remark on 'Algorithm 778: L-BFGS-B'", ACM
+       Trans. Math. Softw. 38(1):7, 2011.
+    .. [4] J. J. Moré and D. J. Thuente, "Line search algorithms with guaranteed
+       sufficient decrease", ACM Trans. Math. Softw. 20(3):286-307, 1994.
+    .. [5] M. Blondel et al., "Efficient and modular implicit differentiation",
+       NeurIPS 2022.
+
+    Examples
+    --------
+    SciPy's regression example, with the gradient from JAX:
+
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from jaxopt_lsq import fmin_l_bfgs_b
+    >>> X = np.arange(0, 10, 1.0)
+    >>> Y = 2 * X + 3
+    >>> def func(p, x, y):
+    ...     return jnp.sum((y - (p[0] * x + p[1])) ** 2)
+    >>> x_opt, f_opt, info = fmin_l_bfgs_b(func, np.array([0.0, 1.0]),
+    ...                                    fprime=jax.grad(func), args=(X, Y))
+    >>> np.asarray(x_opt, float).round(4).tolist(), info["warnflag"]
+    ([2.0, 3.0], 0)
+
+    With bounds that exclude that solution, ``bounds=[(0, 5), (5, 10)]``, the minimum
+    moves to about ``[1.6599, 5.3165]``.
     """
     if approx_grad:
         jac = None

@@ -253,25 +253,84 @@ def least_squares(
         accepted point (also reported eagerly), -4 residuals not finite at ``x0``,
         -5 ``x0`` outside the bounds.
 
+    See Also
+    --------
+    curve_fit : least squares applied to fitting a model to data.
+    minimize : L-BFGS-B, for general smooth objectives with bounds.
+
     Notes
     -----
-    Algorithms: ``'trf'``: M. A. Branch, T. F. Coleman, Y. Li, "A Subspace, Interior,
-    and Conjugate Gradient Method for Large-Scale Bound-Constrained Minimization
-    Problems", SIAM J. Sci. Comput. 21(1), 1999, with the exact subproblem solver of
-    J. J. Moré, "The Levenberg-Marquardt Algorithm: Implementation and Theory", 1977.
-    ``'dogbox'``: C. Voglis and I. E. Lagaris, "A Rectangular Trust Region Dogleg
-    Approach for Unconstrained and Bound Constrained Nonlinear Optimization", 2004.
-    ``'lm'``: Moré (1977) as implemented in MINPACK (column-pivoted QR, ``lmpar``).
+    ``'trf'`` is the Trust Region Reflective method of [STIR]_: trust-region steps in
+    variables scaled by the distance to the bounds (Coleman--Li scaling), reflected at
+    the bounds, iterates kept strictly feasible; the subproblem is solved exactly from
+    one SVD of the Jacobian per accepted point, as in [JJMore]_. ``'dogbox'`` is the
+    rectangular-trust-region dogleg method of [Voglis]_ (dogleg: [NumOpt]_). ``'lm'`` is
+    Moré's Levenberg--Marquardt [JJMore]_ as in MINPACK (column-pivoted QR, ``lmpar``).
+    Robust losses rescale the residuals and the Jacobian so that the Gauss--Newton model
+    matches the loss's gradient and Hessian [BA]_. Finite-difference steps follow
+    [NR]_ and SciPy's rules.
+
+    Under ``jax.grad``/``jax.jvp`` the solution is differentiated implicitly [Blondel]_:
+    the optimality conditions ``J^T rho'(f) f = 0`` (with ``rho''`` terms for robust
+    losses, and variables on an active bound held fixed) are differentiated at the
+    solution, so the cost is one linear solve, independent of the number of iterations.
+
+    References
+    ----------
+    .. [STIR] M. A. Branch, T. F. Coleman and Y. Li, "A subspace, interior, and
+       conjugate gradient method for large-scale bound-constrained minimization
+       problems", SIAM J. Sci. Comput. 21(1):1-23, 1999.
+    .. [JJMore] J. J. Moré, "The Levenberg-Marquardt algorithm: implementation and
+       theory", in Numerical Analysis, ed. G. A. Watson, Lecture Notes in Mathematics
+       630, Springer, pp. 105-116, 1977.
+    .. [Voglis] C. Voglis and I. E. Lagaris, "A rectangular trust region dogleg
+       approach for unconstrained and bound constrained nonlinear optimization", WSEAS
+       International Conference on Applied Mathematics, 2004.
+    .. [NumOpt] J. Nocedal and S. J. Wright, "Numerical Optimization", 2nd edition,
+       Springer, 2006, chapter 4.
+    .. [BA] B. Triggs, P. F. McLauchlan, R. I. Hartley and A. W. Fitzgibbon, "Bundle
+       adjustment -- a modern synthesis", Vision Algorithms: Theory and Practice,
+       Springer LNCS 1883, pp. 298-372, 2000.
+    .. [NR] W. H. Press et al., "Numerical Recipes: The Art of Scientific Computing",
+       3rd edition, Cambridge University Press, 2007, section 5.7.
+    .. [Blondel] M. Blondel, Q. Berthet, M. Cuturi, R. Frostig, S. Hoyer,
+       F. Llinares-López, F. Pedregosa and J.-P. Vert, "Efficient and modular implicit
+       differentiation", NeurIPS 2022.
 
     Examples
     --------
-    >>> import jax.numpy as jnp
+    SciPy's first example: the Rosenbrock function as a sum of squares, then with the
+    bound ``x[1] >= 1.5``.
+
+    >>> import jax, jax.numpy as jnp, numpy as np
     >>> from jaxopt_lsq import least_squares
     >>> def fun_rosenbrock(x):
     ...     return jnp.array([10 * (x[1] - x[0]**2), (1 - x[0])])
-    >>> res = least_squares(fun_rosenbrock, jnp.array([2.0, 2.0]))
-    >>> res.status > 0
-    True
+    >>> res = least_squares(fun_rosenbrock, np.array([2.0, 2.0]))
+    >>> bool(res.status > 0), np.asarray(res.x, float).round(6).tolist()
+    (True, [1.0, 1.0])
+    >>> res = least_squares(fun_rosenbrock, np.array([2.0, 2.0]), bounds=([-np.inf, 1.5], np.inf))
+    >>> np.asarray(res.x, float).round(4).tolist(), res.active_mask.tolist()
+    ([1.2244, 1.5], [0, -1])
+
+    A robust fit of ``a + b exp(c t)``, then many fits at once with ``jax.vmap`` and the
+    derivative of the fitted rate with respect to the data:
+
+    >>> t = np.linspace(0, 10, 15)
+    >>> y = 0.5 + 2.0 * np.exp(-t)
+    >>> def fun(x, t, y):
+    ...     return x[0] + x[1] * jnp.exp(x[2] * t) - y
+    >>> x0 = jnp.array([1.0, 1.0, -0.5])
+    >>> res = least_squares(fun, x0, loss="soft_l1", f_scale=0.1, args=(t, y))
+    >>> np.asarray(res.x, float).round(3).tolist()
+    [0.5, 2.0, -1.0]
+    >>> ys = jnp.stack([y, y + 1.0, 2.0 * y])
+    >>> xs = jax.vmap(lambda y: least_squares(fun, x0, args=(t, y)).x)(ys)
+    >>> xs.shape
+    (3, 3)
+    >>> dc_dy = jax.grad(lambda y: least_squares(fun, x0, args=(t, y)).x[2])(jnp.asarray(y))
+    >>> dc_dy.shape
+    (15,)
     """
     prob = _setup(
         fun, x0, jac, bounds, method, ftol, xtol, gtol, x_scale, loss, f_scale, diff_step,

@@ -104,6 +104,46 @@ class OptimizeResult(dict):
     ``status``: ``message`` is a string once ``status`` is concrete (an array of strings
     for a batched result, ``None`` while tracing); ``success`` is an array that also
     works inside a trace.
+
+    Attributes
+    ----------
+    x : ndarray
+        The solution.
+    success : bool
+        Whether the solver reports convergence (``status > 0`` for
+        ``least_squares``, ``status == 0`` for L-BFGS-B, as in SciPy).
+    status : int
+        The termination code; its meaning is solver-specific (see
+        :func:`least_squares` and :func:`minimize`).
+    message : str
+        The description of ``status`` (SciPy's wording).
+    fun, jac, nfev, njev, nit
+        The value(s) of the objective (residuals for ``least_squares``), its Jacobian
+        or gradient, and the counters, where the solver defines them.
+    cost, grad, optimality, active_mask
+        ``least_squares`` only, as in SciPy.
+    hess_inv, task_code
+        L-BFGS-B only: the :class:`LbfgsInvHessProduct` and the integer behind
+        ``message``.
+
+    Notes
+    -----
+    Only fields that exist are present: ``res.keys()`` lists them. Results of eager calls
+    hold NumPy arrays and Python ints (as SciPy's); inside a JAX transformation they hold
+    JAX arrays.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from jaxopt_lsq import least_squares
+    >>> def fun(x):
+    ...     return x - jnp.array([1.0, 2.0])
+    >>> res = least_squares(fun, np.zeros(2))
+    >>> res.message == res["message"]
+    True
+    >>> batched = jax.vmap(lambda x0: least_squares(fun, x0))(jnp.zeros((4, 2)))
+    >>> batched.x.shape, batched.status.shape
+    ((4, 2), (4,))
     """
 
     _DERIVED = ("message", "success")
