@@ -103,11 +103,12 @@ def update_tr_radius(Delta, actual_reduction, predicted_reduction, step_norm, bo
     return Delta, ratio
 
 
-def compute_jac_scale(J, scale_inv_old=None):
+def compute_jac_scale(J, scale_inv_old=None, col=None):
     """Inverse variable scales from the Jacobian's column norms (Moré 1977): zero
     norms become 1 at the start; afterwards a scale never grows back
-    (``max(norms, scale_inv_old)``)."""
-    col = jnp.sqrt(jnp.sum(J**2, axis=0))
+    (``max(norms, scale_inv_old)``). ``col``: the norms, when ``J`` is not a matrix."""
+    if col is None:
+        col = jnp.sqrt(jnp.sum(J**2, axis=0))
     if scale_inv_old is None:
         return jnp.where(col == 0, 1.0, col)
     return jnp.maximum(col, scale_inv_old)
