@@ -35,27 +35,13 @@ from jax import lax
 
 
 def sym_ortho(a, b):
-    """A stable Givens rotation: ``(c, s, r)`` with ``[c s; -s c] [a; b] = [r; 0]``
-    (Fong & Saunders' ``SymOrtho``, which avoids overflow and keeps ``r``'s sign)."""
-    aa, ab = jnp.abs(a), jnp.abs(b)
-    one = jnp.ones_like(a)
-    zero = jnp.zeros_like(a)
-    # Three regimes, each with its divisions guarded (the double-where idiom).
-    b_big = ab > aa
-    a_safe = jnp.where(a == 0, one, a)
-    b_safe = jnp.where(b == 0, one, b)
-    tau_b = a / b_safe  # |tau| < 1 when |b| > |a|
-    s_b = jnp.sign(b) / jnp.sqrt(1 + tau_b * tau_b)
-    c_b = s_b * tau_b
-    r_b = b / jnp.where(s_b == 0, one, s_b)
-    tau_a = b / a_safe
-    c_a = jnp.sign(a) / jnp.sqrt(1 + tau_a * tau_a)
-    s_a = c_a * tau_a
-    r_a = a / jnp.where(c_a == 0, one, c_a)
-    c = jnp.where(b == 0, jnp.sign(a), jnp.where(a == 0, zero, jnp.where(b_big, c_b, c_a)))
-    s = jnp.where(b == 0, zero, jnp.where(a == 0, jnp.sign(b), jnp.where(b_big, s_b, s_a)))
-    r = jnp.where(b == 0, aa, jnp.where(a == 0, ab, jnp.where(b_big, r_b, r_a)))
-    return c, s, r
+    """A Givens rotation ``(c, s, r)`` with ``[c s; -s c] [a; b] = [r; 0]`` and
+    ``r = hypot(a, b) >= 0`` (the values of Fong & Saunders' stable ``SymOrtho``;
+    ``hypot`` avoids its overflow; ``c = s = 0`` when ``a = b = 0``, as SciPy)."""
+    r = jnp.hypot(a, b)
+    nz = r > 0
+    r_safe = jnp.where(nz, r, 1)
+    return jnp.where(nz, a / r_safe, 0), jnp.where(nz, b / r_safe, 0), r
 
 
 class LsmrResult(NamedTuple):
