@@ -10,7 +10,7 @@ Jacobian-vector products (forward-mode autodiff) per Jacobian.
 Everything here runs once per solve, on the host, in NumPy, before anything is traced;
 the result is three integer arrays (``rows``, ``cols``: the structure in row-major
 order, ``colour``: one colour per column) that the compiled solver receives as data.
-SciPy is never imported: a ``scipy.sparse`` structure is read through its ``tocoo``
+SciPy is never imported: a ``scipy.sparse`` structure is read through its ``tocsr``
 method.
 
 The colouring is greedy -- each column gets the smallest colour that none of its
@@ -38,18 +38,14 @@ def structure_coo(sparsity, m, n):
     ``sparsity``: a dense array_like or a ``scipy.sparse`` matrix/array (explicit zeros
     are not part of the structure, as in SciPy). Raises SciPy's error on a wrong shape.
     """
-    if hasattr(sparsity, "tocoo"):
+    if hasattr(sparsity, "tocsr"):
         if tuple(sparsity.shape) != (m, n):
             raise ValueError("`jac_sparsity` has wrong shape.")
-        coo = sparsity.tocoo()
-        data = np.asarray(coo.data)
-        keep = data != 0
-        rows = np.asarray(coo.row)[keep].astype(np.int64)
-        cols = np.asarray(coo.col)[keep].astype(np.int64)
-        key = rows * n + cols
-        if key.size > 1 and not np.all(key[1:] > key[:-1]):
-            key = np.unique(key)  # sorted row-major, duplicates merged
-        return (key // n).astype(np.int32), (key % n).astype(np.int32)
+        csr = sparsity.tocsr(copy=True)  # never modify the caller's matrix
+        csr.sum_duplicates()  # also sorts the column indices of each row
+        csr.eliminate_zeros()
+        rows = np.repeat(np.arange(m, dtype=np.int32), np.diff(csr.indptr))
+        return rows, np.asarray(csr.indices, dtype=np.int32)
     a = np.atleast_2d(np.asarray(sparsity))
     if a.shape != (m, n):
         raise ValueError("`jac_sparsity` has wrong shape.")
