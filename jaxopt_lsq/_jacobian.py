@@ -39,6 +39,7 @@ from typing import Any, Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from ._host import host_call
 
@@ -184,14 +185,44 @@ class Sparsity(eqx.Module):
     colour: jax.Array  # int32 (n,)
     n_colours: int = eqx.field(static=True)
 
-    def seeds(self, dtype):
-        """``(n_colours, n)`` 0/1 matrix: row ``c`` marks the columns of colour ``c``."""
-        return (self.colour[None, :] == jnp.arange(self.n_colours, dtype=self.colour.dtype)[:, None]).astype(dtype)
+    def seeds(self, dtype, first=0, count=None):
+        """``(count, n)`` 0/1 matrix: row ``c`` marks the columns of colour ``first + c``."""
+        count = self.n_colours if count is None else count
+        ids = first + jnp.arange(count, dtype=self.colour.dtype)
+        return (self.colour[None, :] == ids[:, None]).astype(dtype)
 
     def gather(self, compressed):
         """Values of the non-zeros from a compressed Jacobian ``(n_colours, m)``:
         entry ``(i, j)`` is row ``i`` of the product with the seed of ``j``'s colour."""
         return compressed[self.colour[self.cols], self.rows]
+
+    def chunk(self, m, n):
+        """How many colours to evaluate at once: all of them unless that would need
+        much more memory than the structure itself (a nearly dense row makes many
+        colours); then chunks, so that memory stays O(nnz + m + n)."""
+        budget = 8 * (self.rows.shape[0] + m + n)
+        return max(1, min(self.n_colours, budget // (m + n)))
+
+    def values_by_colour(self, compressed_of, m, n):
+        """Values of the non-zeros from ``compressed_of(first, count) -> tuple of
+        (count, m) arrays`` (products with the seeds of colours ``first ..
+        first + count - 1``); returns one ``(nnz,)`` array per output."""
+        k = self.n_colours
+        size = self.chunk(m, n)
+        if size >= k:
+            return tuple(self.gather(F) for F in compressed_of(0, k))
+        entry_colour = self.colour[self.cols]
+
+        def body(i, vals):
+            first = i * size
+            local = entry_colour - first
+            inside = (local >= 0) & (local < size)
+            idx = jnp.clip(local, 0, size - 1)
+            return tuple(jnp.where(inside, F[idx, self.rows], v) for F, v in zip(compressed_of(first, size), vals))
+
+        shapes = jax.eval_shape(lambda: compressed_of(0, size))
+        zeros = tuple(jnp.zeros(self.rows.shape, o.dtype) for o in shapes)
+        return lax.fori_loop(0, -(-k // size), body, zeros)
 
 
 def sparse_fd_values(fn, x, f0, method, diff_step, sp, lb, ub, bounded, on_host_rows=None):
@@ -201,40 +232,49 @@ def sparse_fd_values(fn, x, f0, method, diff_step, sp, lb, ub, bounded, on_host_
     ``on_host_rows``: evaluates a stack of points in one host trip (NumPy ``fun``);
     otherwise the points are evaluated by one ``vmap`` of ``fn``.
     """
-    E = sp.seeds(x.dtype)
     evaluate = on_host_rows if on_host_rows is not None else jax.vmap(fn)
+    m, n = f0.shape[0], x.shape[0]
     h = absolute_step(x, method, diff_step)
+    rows, cols = sp.rows, sp.cols
     if method == "cs":
         xc = x.astype(jnp.result_type(x.dtype, jnp.complex64))
-        F = evaluate(xc[None, :] + 1j * (E * h).astype(xc.dtype))
-        return (sp.gather(F.imag) / h[sp.cols]).astype(x.dtype)
+
+        def imag_parts(first, count):
+            E = sp.seeds(x.dtype, first, count)
+            return (evaluate(xc[None, :] + 1j * (E * h).astype(xc.dtype)).imag,)
+
+        (F,) = sp.values_by_colour(imag_parts, m, n)
+        return (F / h[cols]).astype(x.dtype)
     if bounded:
         h, one_sided = adjust_step_to_bounds(x, h, method, lb, ub)
     else:
         one_sided = jnp.full(x.shape, method == "2-point")
-    rows, cols = sp.rows, sp.cols
     if method == "2-point":
-        pts = x[None, :] + E * h
-        F = evaluate(pts)
+        (F,) = sp.values_by_colour(lambda first, count: (evaluate(x[None, :] + sp.seeds(x.dtype, first, count) * h),), m, n)
         dx = (x + h) - x
-        return _guarded_div(sp.gather(F) - f0[rows], dx[cols])
-    first = jnp.where(one_sided, h, -h)
-    second = jnp.where(one_sided, 2 * h, h)
-    F = evaluate(jnp.concatenate([x[None, :] + E * first, x[None, :] + E * second]))
-    k = sp.n_colours
-    F1, F2 = sp.gather(F[:k]), sp.gather(F[k:])
-    p1, p2 = x + first, x + second
+        return _guarded_div(F - f0[rows], dx[cols])
+    first_step = jnp.where(one_sided, h, -h)
+    second_step = jnp.where(one_sided, 2 * h, h)
+
+    def both(first, count):
+        E = sp.seeds(x.dtype, first, count)
+        F = evaluate(jnp.concatenate([x[None, :] + E * first_step, x[None, :] + E * second_step]))
+        return F[:count], F[count:]
+
+    F1, F2 = sp.values_by_colour(both, m, n)
+    p1, p2 = x + first_step, x + second_step
     os = one_sided[cols]
     dx = jnp.where(one_sided, p2 - x, p2 - p1)[cols]
     df = jnp.where(os, -3.0 * f0[rows] + 4 * F1 - F2, F2 - F1)
     return _guarded_div(df, dx)
 
 
-def sparse_jvp_values(fn, x, sp):
+def sparse_jvp_values(fn, x, sp, m):
     """Values of a sparse Jacobian by compressed forward mode: one ``jvp`` per colour
     (vmapped), then each non-zero read off its colour's product."""
     _, lin = jax.linearize(fn, x)
-    return sp.gather(jax.vmap(lin)(sp.seeds(x.dtype)))
+    (vals,) = sp.values_by_colour(lambda first, count: (jax.vmap(lin)(sp.seeds(x.dtype, first, count)),), m, x.shape[0])
+    return vals
 
 
 class JacobianOperator:
@@ -333,7 +373,7 @@ class ResidualFunction(eqx.Module):
                         return host_call(self.fun, pts, args, kwargs, (self.m,), self.dtype, rows=True)
                 vals = sparse_fd_values(fn, x, f, self.jac, diff_step, sp, lb, ub, self.bounded, rows_eval)
             else:
-                vals = sparse_jvp_values(fn, x, sp)
+                vals = sparse_jvp_values(fn, x, sp, self.m)
             return vals.astype(self.dtype)
         if self.jac in FD_METHODS:
             return fd_jacobian(fn, x, f, self.jac, diff_step, lb, ub, self.bounded).astype(self.dtype)

@@ -325,3 +325,25 @@ def test_structure_coo():
         structure_coo(A, 3, 2)
     colour, k = colour_columns(np.array([], int), np.array([], int), 2, 3)
     assert k == 1 and colour.tolist() == [0, 0, 0]
+
+
+def test_many_colours_are_evaluated_in_chunks():
+    """A dense row forces n colours; the colour groups are then evaluated in chunks
+    (memory O(nnz + m + n)) and the Jacobian is still SciPy's."""
+    n = 60
+
+    def make(xp):
+        def fun(x):
+            f = broyden(xp)(x * 1.0)
+            return xp.concatenate([f, xp.stack([xp.sum(x**2) - 1.0])])
+
+        return fun
+
+    pattern = np.vstack([broyden_sparsity(n).toarray(), np.ones((1, n), int)])
+    x0 = -np.ones(n)
+    for jac in ("2-point", "3-point", None):
+        res = least_squares(make(jnp), x0, jac=jac, jac_sparsity=pattern, max_nfev=3)
+        ref = scipy_ls(make(np), x0, jac=jac or "2-point", jac_sparsity=pattern, max_nfev=3)
+        np.testing.assert_allclose(res.x, ref.x, rtol=1e-6)
+        J = res.jac.toarray()
+        np.testing.assert_allclose(J, jax.jacfwd(make(jnp))(jnp.asarray(res.x)), rtol=1e-5, atol=1e-6)
