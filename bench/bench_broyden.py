@@ -37,11 +37,9 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy
 import scipy.optimize as so
-from scipy.sparse import lil_array
 
 jax.config.update("jax_enable_x64", True)
 import jaxopt_lsq  # noqa: E402
@@ -60,20 +58,10 @@ def fun_broyden_np(x):
     return f
 
 
-def fun_broyden_jnp(x):
-    f = (3 - x) * x + 1
-    return f.at[1:].add(-x[:-1]).at[:-1].add(-2 * x[1:])
-
-
-def sparsity_broyden(n):
-    sparsity = lil_array((n, n), dtype=int)
-    i = np.arange(n)
-    sparsity[i, i] = 1
-    i = np.arange(1, n)
-    sparsity[i, i - 1] = 1
-    i = np.arange(n - 1)
-    sparsity[i, i + 1] = 1
-    return sparsity
+# The jax.numpy residuals and SciPy's sparsity structure, as in the example.
+sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / "examples"))
+from broyden_sparse import fun_broyden as fun_broyden_jnp  # noqa: E402
+from broyden_sparse import sparsity_broyden  # noqa: E402
 
 
 def solvers(n):

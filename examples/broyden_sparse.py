@@ -17,16 +17,12 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy.sparse import lil_array
 
 jax.config.update("jax_enable_x64", True)
 
 from jaxopt_lsq import least_squares  # noqa: E402
-
-n = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("BROYDEN_N", 100_000))
-
 
 def fun_broyden(x):
     f = (3 - x) * x + 1
@@ -44,21 +40,27 @@ def sparsity_broyden(n):
     return sparsity
 
 
-x0 = -np.ones(n)
-sparsity = sparsity_broyden(n)
-for label, kw in [
-    ("2-point + jac_sparsity", dict(jac="2-point", jac_sparsity=sparsity)),
-    ("autodiff + jac_sparsity", dict(jac_sparsity=sparsity)),
-    ("matrix-free autodiff", dict(tr_solver="lsmr")),
-]:
-    t = time.perf_counter()
-    res = least_squares(fun_broyden, x0, **kw)
-    first = time.perf_counter() - t
-    t = time.perf_counter()
-    res = least_squares(fun_broyden, x0, **kw)
-    warm = time.perf_counter() - t
-    print(
-        f"n={n} {label:<24} cost={res.cost:.3e} nfev={res.nfev} status={res.status} "
-        f"time: first call {first:.2f} s (compiles), then {warm * 1e3:.1f} ms"
-    )
-    assert res.cost < 1e-20
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("BROYDEN_N", 100_000))
+    x0 = -np.ones(n)
+    sparsity = sparsity_broyden(n)
+    for label, kw in [
+        ("2-point + jac_sparsity", dict(jac="2-point", jac_sparsity=sparsity)),
+        ("autodiff + jac_sparsity", dict(jac_sparsity=sparsity)),
+        ("matrix-free autodiff", dict(tr_solver="lsmr")),
+    ]:
+        t = time.perf_counter()
+        res = least_squares(fun_broyden, x0, **kw)
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        res = least_squares(fun_broyden, x0, **kw)
+        warm = time.perf_counter() - t
+        print(
+            f"n={n} {label:<24} cost={res.cost:.3e} nfev={res.nfev} status={res.status} "
+            f"time: first call {first:.2f} s (compiles), then {warm * 1e3:.1f} ms"
+        )
+        assert res.cost < 1e-20
+
+
+if __name__ == "__main__":
+    main()

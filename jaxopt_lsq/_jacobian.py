@@ -34,6 +34,7 @@ How a Jacobian is *stored* (``ResidualFunction.kind``, static):
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import equinox as eqx
@@ -368,9 +369,9 @@ class ResidualFunction(eqx.Module):
         if self.kind == "sparse":
             if self.jac in FD_METHODS:
                 rows_eval = None
-                if self.fun_on_host:
-                    def rows_eval(pts):
-                        return host_call(self.fun, pts, args, kwargs, (self.m,), self.dtype, rows=True)
+                if self.fun_on_host:  # the whole stencil in one trip to the host
+                    rows_eval = functools.partial(host_call, self.fun, args=args, kwargs=kwargs,
+                                                  out_shape=(self.m,), out_dtype=self.dtype, rows=True)
                 vals = sparse_fd_values(fn, x, f, self.jac, diff_step, sp, lb, ub, self.bounded, rows_eval)
             else:
                 vals = sparse_jvp_values(fn, x, sp, self.m)

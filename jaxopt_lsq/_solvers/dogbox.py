@@ -43,7 +43,7 @@ from jax import lax
 
 from .. import _loss
 from .._iterate import AbstractSolver
-from .._jacobian import ResidualFunction, scale_rows
+from .._jacobian import ResidualFunction
 from .._kernels.lsmr import lsmr
 from .._kernels.bounds import in_bounds
 from .._kernels.dogleg import dogleg_step, min_norm_lstsq
@@ -56,7 +56,7 @@ from .._kernels.trust_region import (
 )
 from .._result import RUNNING
 from . import _report
-from ._common import end_of_trial, initial_status, start_report
+from ._common import end_of_trial, evaluate_point, initial_status, jacobian_operator, start_report
 
 
 class DogboxState(eqx.Module):
@@ -113,18 +113,11 @@ class Dogbox(AbstractSolver):
         return _loss.cost(self.loss, self.residuals(x, data.args, data.kwargs), data.f_scale)
 
     def _op(self, J, x, data):
-        return self.residuals.operator(J, x, data.args, data.kwargs, data.sparsity)
+        return jacobian_operator(self, J, x, data)
 
     def _evaluate(self, x, f_true, data):
         """Cost, loss-rescaled Jacobian (stored form) and residuals, gradient at ``x``."""
-        sp = data.sparsity
-        kind = self.residuals.kind
-        J = self.residuals.jacobian(x, f_true, data.args, data.kwargs, data.lb, data.ub, data.diff_step, sp)
-        cost, J, f = _loss.cost_and_scaled(
-            self.loss, J, f_true, data.f_scale, scale_rows=lambda J, s: scale_rows(kind, J, s, sp)
-        )
-        g = J.T @ f if kind == "dense" else self._op(J, x, data).rmatvec(f)
-        return cost, J, f, g
+        return evaluate_point(self, x, f_true, data)
 
     def result_fields(self, x, data):
         """The differentiable result fields as functions of the solution ``x``."""

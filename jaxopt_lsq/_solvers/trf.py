@@ -53,7 +53,7 @@ from jax import lax
 
 from .. import _loss
 from .._iterate import AbstractSolver
-from .._jacobian import ResidualFunction, scale_rows
+from .._jacobian import ResidualFunction
 from .._kernels.lsmr import lsmr
 from .._kernels.bounds import (
     cl_scaling_vector,
@@ -75,7 +75,7 @@ from .._kernels.trust_region import (
 )
 from .._result import RUNNING
 from . import _report
-from ._common import end_of_trial, initial_status, start_report
+from ._common import end_of_trial, evaluate_point, initial_status, jacobian_operator, start_report
 
 
 class LsqData(eqx.Module):
@@ -228,36 +228,37 @@ class TRF(AbstractSolver):
             return self._subproblem_lsmr(x, J, f, g, scale_inv, Delta, data)
         return self._subproblem_exact(x, J, f, g, scale_inv, data)
 
-    def _subproblem_exact(self, x, J, f, g, scale_inv, data):
-        """Everything the trial steps need at an accepted point (one SVD)."""
-        m, n = J.shape
+    def _hat_scaling(self, x, g, scale_inv, data):
+        """The scaled ("hat") variables at x: ``d`` (Coleman-Li scaling with x_scale),
+        the curvature ``diag_h`` of the scaling, the step-back ratio ``theta`` and the
+        first-order optimality."""
         scale = 1 / scale_inv
         if self.bounded:
             v, dv = cl_scaling_vector(x, g, data.lb, data.ub)
             g_norm = jnp.max(jnp.abs(g * v))
             v = jnp.where(dv != 0, v * scale_inv, v)
-            d = jnp.sqrt(v) * scale
-            diag_h = g * dv * scale
-            J_h = J * d
+            return jnp.sqrt(v) * scale, g * dv * scale, jnp.maximum(0.995, 1 - g_norm), g_norm
+        return scale, jnp.zeros_like(g), jnp.ones((), x.dtype), jnp.max(jnp.abs(g))
+
+    def _subproblem_exact(self, x, J, f, g, scale_inv, data):
+        """Everything the trial steps need at an accepted point (one SVD)."""
+        m, n = J.shape
+        d, diag_h, theta, g_norm = self._hat_scaling(x, g, scale_inv, data)
+        J_h = J * d
+        if self.bounded:
             J_aug = jnp.concatenate([J_h, jnp.diag(jnp.sqrt(diag_h))])
             U, s, Vt = jnp.linalg.svd(J_aug, full_matrices=False)
             uf = U[:m].T @ f
-            theta = jnp.maximum(0.995, 1 - g_norm)
         else:
-            g_norm = jnp.max(jnp.abs(g))
-            d = scale
-            diag_h = jnp.zeros_like(g)
-            J_h = J * d
             U, s, Vt = jnp.linalg.svd(J_h, full_matrices=False)
             uf = U.T @ f
-            theta = jnp.ones((), x.dtype)
         return dict(
             d=d, g_h=d * g, diag_h=diag_h, J_h=J_h, uf=uf, s=s, V=Vt.T, theta=theta, g_norm=g_norm,
             S=None, JS=None, B_S=None, g_S=None,
         )
 
     def _op(self, J, x, data):
-        return self.residuals.operator(J, x, data.args, data.kwargs, data.sparsity)
+        return jacobian_operator(self, J, x, data)
 
     def _subproblem_lsmr(self, x, J, f, g, scale_inv, Delta, data):
         """LSMR's Gauss-Newton direction and the 2-D subspace model at an accepted point."""
@@ -265,19 +266,7 @@ class TRF(AbstractSolver):
         n = x.shape[0]
         opts = dict(self.tr_options)
         op = self._op(J, x, data)
-        scale = 1 / scale_inv
-        if self.bounded:
-            v, dv = cl_scaling_vector(x, g, data.lb, data.ub)
-            g_norm = jnp.max(jnp.abs(g * v))
-            v = jnp.where(dv != 0, v * scale_inv, v)
-            d = jnp.sqrt(v) * scale
-            diag_h = g * dv * scale
-            theta = jnp.maximum(0.995, 1 - g_norm)
-        else:
-            g_norm = jnp.max(jnp.abs(g))
-            d = scale
-            diag_h = jnp.zeros_like(g)
-            theta = jnp.ones((), x.dtype)
+        d, diag_h, theta, g_norm = self._hat_scaling(x, g, scale_inv, data)
         g_h = d * g
 
         def J_h(v):
@@ -319,14 +308,7 @@ class TRF(AbstractSolver):
 
     def _evaluate(self, x, f_true, data):
         """Cost, loss-rescaled Jacobian and residuals, and gradient at ``x``."""
-        sp = data.sparsity
-        kind = self.residuals.kind
-        J = self.residuals.jacobian(x, f_true, data.args, data.kwargs, data.lb, data.ub, data.diff_step, sp)
-        cost, J, f = _loss.cost_and_scaled(
-            self.loss, J, f_true, data.f_scale, scale_rows=lambda J, s: scale_rows(kind, J, s, sp)
-        )
-        g = J.T @ f if kind == "dense" else self._op(J, x, data).rmatvec(f)
-        return cost, J, f, g
+        return evaluate_point(self, x, f_true, data)
 
     def cost(self, x, data):
         """The objective being minimised (for implicit differentiation)."""
