@@ -128,10 +128,19 @@ class _SparseHostJac:
         if not hasattr(J, "tocsr"):
             J = np.atleast_2d(np.asarray(J))
             return J[self.rows, self.cols]
-        J = J.tocsr()
-        vals = np.asarray(J[self.rows, self.cols]).ravel()
-        if not np.isclose(np.abs(J).sum(), np.abs(vals).sum(), rtol=1e-12, atol=0):
+        J = J.tocsr(copy=True)
+        J.sum_duplicates()
+        J.eliminate_zeros()
+        n = J.shape[1]
+        J_rows = np.repeat(np.arange(J.shape[0], dtype=np.int64), np.diff(J.indptr))
+        J_key = J_rows * n + J.indices
+        key = self.rows.astype(np.int64) * n + self.cols  # both sorted row-major
+        pos = np.searchsorted(key, J_key)
+        inside = (pos < key.size) & (key[np.minimum(pos, key.size - 1)] == J_key)
+        if not np.all(inside):
             raise ValueError("`jac` returned a sparse matrix with non-zeros outside the structure it had at x0.")
+        vals = np.zeros(key.size, dtype=J.dtype)
+        vals[pos] = J.data
         return vals
 
     def __hash__(self):
