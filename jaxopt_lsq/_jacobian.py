@@ -27,6 +27,9 @@ How a Jacobian is *stored* (``ResidualFunction.kind``, static):
   Jacobian of a traceable ``fun`` is applied through ``jax.linearize`` and its transpose
   at the current point and never formed (``tr_solver='lsmr'`` without
   ``jac_sparsity``). Memory O(m + n) plus what ``fun``'s linearisation keeps.
+* ``'host_operator'`` -- a NumPy ``jac`` returning a ``LinearOperator``: the operator
+  stays on the host (:class:`HostOperatorJac` keeps it under a handle); the stored form
+  is the row scaling followed by the handle, and products are host callbacks.
 
 :class:`JacobianOperator` gives the three a common face (``matvec``, ``rmatvec``,
 ``@``, column norms, row scaling) for the matrix-free trust-region solvers.
@@ -34,12 +37,15 @@ How a Jacobian is *stored* (``ResidualFunction.kind``, static):
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 from typing import Any, Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ._host import host_call
@@ -299,6 +305,9 @@ class JacobianOperator:
             return self.J @ v
         if self.kind == "sparse":
             return jax.ops.segment_sum(self.J * v[self.sp.cols], self.sp.rows, self.m, indices_are_sorted=True)
+        if self.kind == "host_operator":
+            m = self.m
+            return self.J[:m] * host_call(apply_host_operator, v, (self.J[m:], False), {}, (m,), v.dtype)
         return self.J * self._lin(v)
 
     __matmul__ = matvec
@@ -308,6 +317,9 @@ class JacobianOperator:
             return self.J.T @ u
         if self.kind == "sparse":
             return jax.ops.segment_sum(self.J * u[self.sp.rows], self.sp.cols, self.n)
+        if self.kind == "host_operator":
+            m = self.m
+            return host_call(apply_host_operator, self.J[:m] * u, (self.J[m:], True), {}, (self.n,), u.dtype)
         return self._lin_t(self.J * u)[0]
 
     def col_norms(self):
@@ -323,7 +335,48 @@ def scale_rows(kind, J, s, sp):
         return J * s[:, None]
     if kind == "sparse":
         return J * s[sp.rows]
+    if kind == "host_operator":
+        return jnp.concatenate([J[: s.shape[0]] * s, J[s.shape[0]:]])
     return J * s
+
+
+# LinearOperators returned by a NumPy jac, by handle (the most recent ones: a solve only
+# ever uses the operator of its current point).
+_HOST_OPERATORS: "collections.OrderedDict" = collections.OrderedDict()
+_HANDLES = itertools.count()
+
+
+class HostOperatorJac:
+    """A NumPy ``jac`` that returns a ``LinearOperator``: called on the host, it keeps
+    the operator there and returns its handle (a small integer, exact in float32)."""
+
+    def __init__(self, jac):
+        self.jac = jac
+
+    def __call__(self, x, *args, **kwargs):
+        op = self.jac(x, *args, **kwargs)
+        handle = next(_HANDLES) % (1 << 20)
+        _HOST_OPERATORS[handle] = op
+        while len(_HOST_OPERATORS) > 64:
+            _HOST_OPERATORS.popitem(last=False)
+        return np.array([handle], dtype=float)
+
+    def __hash__(self):
+        return hash(("host_operator", self.jac))
+
+    def __eq__(self, other):
+        return isinstance(other, HostOperatorJac) and other.jac is self.jac
+
+
+def host_operator(handle):
+    """The ``LinearOperator`` stored under ``handle``."""
+    return _HOST_OPERATORS[int(round(float(np.ravel(handle)[0])))]
+
+
+def apply_host_operator(v, handle, transpose):
+    """``A @ v`` or ``A.T @ v`` on the host, for the operator stored under ``handle``."""
+    op = host_operator(handle)
+    return op.rmatvec(v) if transpose else op.matvec(v)
 
 
 class ResidualFunction(eqx.Module):
@@ -340,7 +393,7 @@ class ResidualFunction(eqx.Module):
     m: int = eqx.field(static=True)
     dtype: Any = eqx.field(static=True)
     bounded: bool = eqx.field(static=True)
-    kind: str = eqx.field(static=True, default="dense")  # 'dense', 'sparse' or 'operator'
+    kind: str = eqx.field(static=True, default="dense")  # 'dense', 'sparse', 'operator', 'host_operator'
 
     def __call__(self, x, args, kwargs):
         return self._fn(args, kwargs)(x).astype(self.dtype)
@@ -357,6 +410,11 @@ class ResidualFunction(eqx.Module):
         if self.kind == "operator":
             return jnp.ones((self.m,), self.dtype)  # the row scaling of the loss, later
         if callable(self.jac):
+            if self.kind == "host_operator":
+                # A NumPy jac returning a LinearOperator: it stays on the host; the
+                # stored form is the loss's row scaling and the operator's handle.
+                handle = host_call(self.jac, x, args, kwargs, (1,), self.dtype)
+                return jnp.concatenate([jnp.ones((self.m,), self.dtype), handle])
             if self.kind == "sparse":
                 # A NumPy jac returning scipy.sparse: its values on the structure.
                 return host_call(self.jac, x, args, kwargs, (sp.rows.shape[0],), self.dtype)

@@ -15,7 +15,14 @@ from ._host import host_call, is_tracer, output_struct, reraise_host_errors
 from ._host import split_data as _split_data
 from ._implicit import implicit_solution
 from ._iterate import iterate
-from ._jacobian import JacobianLinearOperator, ResidualFunction, SparseJacobian, Sparsity
+from ._jacobian import (
+    HostOperatorJac,
+    JacobianLinearOperator,
+    ResidualFunction,
+    SparseJacobian,
+    Sparsity,
+    host_operator,
+)
 from ._sparsity import colour_columns, structure_coo
 from ._kernels.bounds import make_strictly_feasible
 from ._result import OptimizeResult
@@ -156,6 +163,20 @@ class _SparseHostJac:
         )
 
 
+def _host_operator_result(stored, m):
+    """``res.jac`` for a ``jac`` returning a LinearOperator: the user's own operator at
+    the solution, as SciPy returns it (left-multiplied by the robust loss's scaling)."""
+    op = host_operator(stored[m:])
+    row_scale = np.asarray(stored[:m])
+    if np.all(row_scale == 1):
+        return op
+    from scipy.sparse.linalg import LinearOperator  # the user's jac already uses SciPy
+
+    return LinearOperator(
+        op.shape, matvec=lambda v: row_scale * op.matvec(np.ravel(v)), rmatvec=lambda u: op.rmatvec(row_scale * np.ravel(u))
+    )
+
+
 _COLOURING_CACHE: dict = {}
 
 
@@ -260,8 +281,10 @@ def least_squares(
         complex input. A callable ``jac(x, *args, **kwargs)`` returns the Jacobian:
         a dense array, or (NumPy ``jac``) a ``scipy.sparse`` matrix, whose structure at
         ``x0`` is kept and whose values are read on it at every evaluation (then
-        ``tr_solver`` defaults to ``'lsmr'``, as in SciPy). A ``jac`` returning a
-        ``LinearOperator`` raises ``NotImplementedError``.
+        ``tr_solver`` defaults to ``'lsmr'``, as in SciPy), or a ``LinearOperator``
+        (anything with ``matvec``, ``rmatvec`` and ``shape``), applied on the host
+        through callbacks (eager calls only; ``tr_solver='lsmr'``, not
+        ``x_scale='jac'``, as in SciPy).
     bounds : 2-tuple of array_like or `Bounds`, optional
         Lower and upper bounds on the variables (default: none). Each is an array of
         shape (n,) or a scalar; use ``np.inf`` with an appropriate sign to disable
@@ -429,6 +452,7 @@ def least_squares(
 
     # --- the Jacobian --------------------------------------------------------------------
     jac_on_host = False
+    host_linear_operator = False  # a NumPy jac returning a LinearOperator
     structure = None  # (rows, cols) of a sparse Jacobian
     scipy_sparse_out = False  # return res.jac as a scipy.sparse matrix
     if callable(jac):
@@ -443,12 +467,15 @@ def least_squares(
                     raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
                 if isinstance(x_scale, str) and x_scale == "jac":
                     raise ValueError("x_scale='jac' can't be used when `jac` returns LinearOperator.")
-                raise NotImplementedError(
-                    "A `jac` returning a LinearOperator is not supported by jaxopt_lsq; return a dense "
-                    "array or a scipy.sparse matrix, or leave jac=None with tr_solver='lsmr' for a "
-                    "matrix-free autodiff Jacobian."
-                )
-            if hasattr(J0, "tocoo"):
+                if traced:
+                    raise NotImplementedError(
+                        "A `jac` returning a LinearOperator works in eager calls only, not inside "
+                        "jax.jit/jax.vmap/jax.grad; return a dense array or a scipy.sparse matrix, or "
+                        "leave jac=None with tr_solver='lsmr' for a matrix-free autodiff Jacobian."
+                    )
+                host_linear_operator = True
+                jshape = tuple(J0.shape)
+            elif hasattr(J0, "tocoo"):
                 jshape = tuple(J0.shape)
             else:
                 J0 = _as_array(J0)
@@ -467,6 +494,8 @@ def least_squares(
             structure = structure_coo(J0, m, n)
             scipy_sparse_out = True
         jac_opt = jac if structure is None else _SparseHostJac(jac, *structure)
+        if host_linear_operator:
+            jac_opt = HostOperatorJac(jac)
     else:
         jac_opt = ("2-point" if fun_on_host else None) if jac is None else jac
         if method != "lm" and jac_sparsity is not None:
@@ -475,8 +504,10 @@ def least_squares(
                 raise ValueError("tr_solver='exact' is incompatible with `jac_sparsity`.")
             scipy_sparse_out = hasattr(jac_sparsity, "tocoo")
     if tr_solver is None:
-        tr_solver = "exact" if structure is None else "lsmr"
-    if structure is not None:
+        tr_solver = "exact" if structure is None and not host_linear_operator else "lsmr"
+    if host_linear_operator:
+        kind = "host_operator"
+    elif structure is not None:
         kind = "sparse"
     elif tr_solver == "lsmr" and jac_opt is None and method != "lm":
         kind = "operator"
@@ -532,7 +563,12 @@ def least_squares(
     if traced:
         fields = solve(x0, theta)
     else:
-        jac_shape = {"dense": (m, n), "sparse": (0 if structure is None else structure[0].size,), "operator": (m,)}
+        jac_shape = {
+            "dense": (m, n),
+            "sparse": (0 if structure is None else structure[0].size,),
+            "operator": (m,),
+            "host_operator": (m + 1,),
+        }
         with reraise_host_errors():
             fields = _unpack(*jax.device_get(solve_packed(x0, theta)), m, n, jac_shape[kind])
         if fields["status"] == -4:
@@ -541,6 +577,8 @@ def least_squares(
         fields["jac"] = SparseJacobian(fields["jac"], sparsity.rows, sparsity.cols, (m, n))
         if scipy_sparse_out and not traced:
             fields["jac"] = fields["jac"].to_scipy()
+    elif kind == "host_operator":
+        fields["jac"] = _host_operator_result(fields["jac"], m)
     elif kind == "operator":
         fields["jac"] = JacobianLinearOperator(
             fields["x"], fields["jac"], dyn, residuals=ResidualFunction(*residual_cfg), static=static
