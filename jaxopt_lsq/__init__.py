@@ -11,6 +11,8 @@ from ._curve_fit import curve_fit as curve_fit
 from ._lbfgsb import LbfgsInvHessProduct as LbfgsInvHessProduct
 from ._lbfgsb import fmin_l_bfgs_b as fmin_l_bfgs_b
 from ._lbfgsb import minimize as minimize
+from ._jacobian import JacobianLinearOperator as JacobianLinearOperator
+from ._jacobian import SparseJacobian as SparseJacobian
 from ._least_squares import least_squares as least_squares
 from ._result import OptimizeResult as OptimizeResult
 
@@ -24,4 +26,6 @@ __all__ = [
     "LbfgsInvHessProduct",
     "OptimizeResult",
     "OptimizeWarning",
+    "SparseJacobian",
+    "JacobianLinearOperator",
 ]

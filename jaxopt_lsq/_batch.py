@@ -228,8 +228,12 @@ def least_squares_batch(
     dyn, static = _split_data(args, kwargs)
     if static != prob.config[3]:  # pragma: no cover - slicing never changes static leaves
         raise ValueError("The non-array arguments of `fun` must be shared by all fits.")
-    theta = (dyn, lb, ub) + prob.theta[3:6] + (None,)
-    axes = ((arg_axes_tree(arg_axes, args), arg_axes_tree(kw_axes, kwargs)), lb_ax, ub_ax, None, None, None, None)
+    if method == "lm-normal" and prob.kind != "dense":
+        raise ValueError("method='lm-normal' needs a dense Jacobian; use method='trf' for sparse ones.")
+    # (dyn, lb, ub, x_scale, f_scale, diff_step, f0, sparsity); f0 (the first fit's
+    # residuals from a NumPy `fun`) does not belong to the other fits.
+    theta = (dyn, lb, ub) + prob.theta[3:6] + (None,) + prob.theta[7:]
+    axes = ((arg_axes_tree(arg_axes, args), arg_axes_tree(kw_axes, kwargs)), lb_ax, ub_ax) + (None,) * 5
     leaves, treedef = jax.tree_util.tree_flatten(axes, is_leaf=_is_none)
     program = _program(config, tuple(leaves), treedef)
 

@@ -13,15 +13,40 @@
 * a callable -- used as given (traced or through the host, like ``fun``).
 
 Finite-difference evaluations are not counted in ``nfev``, as in SciPy's ``trf``.
+
+How a Jacobian is *stored* (``ResidualFunction.kind``, static):
+
+* ``'dense'``    -- the ``(m, n)`` matrix.
+* ``'sparse'``   -- values ``(nnz,)`` over the fixed structure of a :class:`Sparsity`
+  (``rows``, ``cols``, and a colouring of the columns), given as ``jac_sparsity`` or
+  read from a NumPy ``jac`` that returns a ``scipy.sparse`` matrix. Finite differences
+  make one evaluation per colour group (Curtis, Powell & Reid 1974), autodiff one
+  ``jvp`` per colour (compressed forward mode); products are segment sums over the
+  non-zeros. Memory O(nnz + m + n).
+* ``'operator'`` -- nothing but a row scaling ``(m,)`` (the robust loss's): the
+  Jacobian of a traceable ``fun`` is applied through ``jax.linearize`` and its transpose
+  at the current point and never formed (``tr_solver='lsmr'`` without
+  ``jac_sparsity``). Memory O(m + n) plus what ``fun``'s linearisation keeps.
+* ``'host_operator'`` -- a NumPy ``jac`` returning a ``LinearOperator``: the operator
+  stays on the host (:class:`HostOperatorJac` keeps it under a handle); the stored form
+  is the row scaling followed by the handle, and products are host callbacks.
+
+:class:`JacobianOperator` gives the three a common face (``matvec``, ``rmatvec``,
+``@``, column norms, row scaling) for the matrix-free trust-region solvers.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
+import itertools
 from typing import Any, Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from ._host import host_call
 
@@ -157,6 +182,203 @@ def value_and_fd_grad_on_host(fun, x, args, kwargs, method, diff_step, lb, ub, b
     return f0, g
 
 
+class Sparsity(eqx.Module):
+    """A Jacobian's structure (data, built on the host by :mod:`jaxopt_lsq._sparsity`):
+    non-zeros at ``(rows[k], cols[k])`` in row-major order, and a colouring of the
+    columns into ``n_colours`` groups of columns with no common row."""
+
+    rows: jax.Array  # int32 (nnz,)
+    cols: jax.Array  # int32 (nnz,)
+    colour: jax.Array  # int32 (n,)
+    n_colours: int = eqx.field(static=True)
+
+    def seeds(self, dtype, first=0, count=None):
+        """``(count, n)`` 0/1 matrix: row ``c`` marks the columns of colour ``first + c``."""
+        count = self.n_colours if count is None else count
+        ids = first + jnp.arange(count, dtype=self.colour.dtype)
+        return (self.colour[None, :] == ids[:, None]).astype(dtype)
+
+    def gather(self, compressed):
+        """Values of the non-zeros from a compressed Jacobian ``(n_colours, m)``:
+        entry ``(i, j)`` is row ``i`` of the product with the seed of ``j``'s colour."""
+        return compressed[self.colour[self.cols], self.rows]
+
+    def chunk(self, m, n):
+        """How many colours to evaluate at once: all of them unless that would need
+        much more memory than the structure itself (a nearly dense row makes many
+        colours); then chunks, so that memory stays O(nnz + m + n)."""
+        budget = 8 * (self.rows.shape[0] + m + n)
+        return max(1, min(self.n_colours, budget // (m + n)))
+
+    def values_by_colour(self, compressed_of, m, n):
+        """Values of the non-zeros from ``compressed_of(first, count) -> tuple of
+        (count, m) arrays`` (products with the seeds of colours ``first ..
+        first + count - 1``); returns one ``(nnz,)`` array per output."""
+        k = self.n_colours
+        size = self.chunk(m, n)
+        if size >= k:
+            return tuple(self.gather(F) for F in compressed_of(0, k))
+        entry_colour = self.colour[self.cols]
+
+        def body(i, vals):
+            first = i * size
+            local = entry_colour - first
+            inside = (local >= 0) & (local < size)
+            idx = jnp.clip(local, 0, size - 1)
+            return tuple(jnp.where(inside, F[idx, self.rows], v) for F, v in zip(compressed_of(first, size), vals))
+
+        shapes = jax.eval_shape(lambda: compressed_of(0, size))
+        zeros = tuple(jnp.zeros(self.rows.shape, o.dtype) for o in shapes)
+        return lax.fori_loop(0, -(-k // size), body, zeros)
+
+
+def sparse_fd_values(fn, x, f0, method, diff_step, sp, lb, ub, bounded, on_host_rows=None):
+    """Finite-difference values of a sparse Jacobian: one evaluation of ``fn`` per
+    colour (two for ``'3-point'``), with SciPy's steps and bound handling per column.
+
+    ``on_host_rows``: evaluates a stack of points in one host trip (NumPy ``fun``);
+    otherwise the points are evaluated by one ``vmap`` of ``fn``.
+    """
+    evaluate = on_host_rows if on_host_rows is not None else jax.vmap(fn)
+    m, n = f0.shape[0], x.shape[0]
+    h = absolute_step(x, method, diff_step)
+    rows, cols = sp.rows, sp.cols
+    if method == "cs":
+        xc = x.astype(jnp.result_type(x.dtype, jnp.complex64))
+
+        def imag_parts(first, count):
+            E = sp.seeds(x.dtype, first, count)
+            return (evaluate(xc[None, :] + 1j * (E * h).astype(xc.dtype)).imag,)
+
+        (F,) = sp.values_by_colour(imag_parts, m, n)
+        return (F / h[cols]).astype(x.dtype)
+    if bounded:
+        h, one_sided = adjust_step_to_bounds(x, h, method, lb, ub)
+    else:
+        one_sided = jnp.full(x.shape, method == "2-point")
+    if method == "2-point":
+        (F,) = sp.values_by_colour(lambda first, count: (evaluate(x[None, :] + sp.seeds(x.dtype, first, count) * h),), m, n)
+        dx = (x + h) - x
+        return _guarded_div(F - f0[rows], dx[cols])
+    first_step = jnp.where(one_sided, h, -h)
+    second_step = jnp.where(one_sided, 2 * h, h)
+
+    def both(first, count):
+        E = sp.seeds(x.dtype, first, count)
+        F = evaluate(jnp.concatenate([x[None, :] + E * first_step, x[None, :] + E * second_step]))
+        return F[:count], F[count:]
+
+    F1, F2 = sp.values_by_colour(both, m, n)
+    p1, p2 = x + first_step, x + second_step
+    os = one_sided[cols]
+    dx = jnp.where(one_sided, p2 - x, p2 - p1)[cols]
+    df = jnp.where(os, -3.0 * f0[rows] + 4 * F1 - F2, F2 - F1)
+    return _guarded_div(df, dx)
+
+
+def sparse_jvp_values(fn, x, sp, m):
+    """Values of a sparse Jacobian by compressed forward mode: one ``jvp`` per colour
+    (vmapped), then each non-zero read off its colour's product."""
+    _, lin = jax.linearize(fn, x)
+    (vals,) = sp.values_by_colour(lambda first, count: (jax.vmap(lin)(sp.seeds(x.dtype, first, count)),), m, x.shape[0])
+    return vals
+
+
+class JacobianOperator:
+    """The Jacobian at ``x`` as a linear operator, whatever its storage (built inside a
+    trace; not a pytree). ``J`` is the stored form: the matrix (``'dense'``), the values
+    (``'sparse'``) or the row scaling (``'operator'``)."""
+
+    def __init__(self, kind, J, x, fn, sp, m):
+        self.kind, self.J, self.sp, self.m = kind, J, sp, m
+        self.n = x.shape[0]
+        if kind == "operator":
+            _, self._lin = jax.linearize(fn, x)
+            self._lin_t = jax.linear_transpose(self._lin, x)
+
+    @property
+    def shape(self):
+        return (self.m, self.n)
+
+    def matvec(self, v):
+        if self.kind == "dense":
+            return self.J @ v
+        if self.kind == "sparse":
+            return jax.ops.segment_sum(self.J * v[self.sp.cols], self.sp.rows, self.m, indices_are_sorted=True)
+        if self.kind == "host_operator":
+            m = self.m
+            return self.J[:m] * host_call(apply_host_operator, v, (self.J[m:], False), {}, (m,), v.dtype)
+        return self.J * self._lin(v)
+
+    __matmul__ = matvec
+
+    def rmatvec(self, u):
+        if self.kind == "dense":
+            return self.J.T @ u
+        if self.kind == "sparse":
+            return jax.ops.segment_sum(self.J * u[self.sp.rows], self.sp.cols, self.n)
+        if self.kind == "host_operator":
+            m = self.m
+            return host_call(apply_host_operator, self.J[:m] * u, (self.J[m:], True), {}, (self.n,), u.dtype)
+        return self._lin_t(self.J * u)[0]
+
+    def col_norms(self):
+        """Euclidean norms of the columns (not available matrix-free)."""
+        if self.kind == "dense":
+            return jnp.sqrt(jnp.sum(self.J**2, axis=0))
+        return jnp.sqrt(jax.ops.segment_sum(self.J**2, self.sp.cols, self.n))
+
+
+def scale_rows(kind, J, s, sp):
+    """``diag(s) J`` in the stored form ``kind``."""
+    if kind == "dense":
+        return J * s[:, None]
+    if kind == "sparse":
+        return J * s[sp.rows]
+    if kind == "host_operator":
+        return jnp.concatenate([J[: s.shape[0]] * s, J[s.shape[0]:]])
+    return J * s
+
+
+# LinearOperators returned by a NumPy jac, by handle (the most recent ones: a solve only
+# ever uses the operator of its current point).
+_HOST_OPERATORS: "collections.OrderedDict" = collections.OrderedDict()
+_HANDLES = itertools.count()
+
+
+class HostOperatorJac:
+    """A NumPy ``jac`` that returns a ``LinearOperator``: called on the host, it keeps
+    the operator there and returns its handle (a small integer, exact in float32)."""
+
+    def __init__(self, jac):
+        self.jac = jac
+
+    def __call__(self, x, *args, **kwargs):
+        op = self.jac(x, *args, **kwargs)
+        handle = next(_HANDLES) % (1 << 20)
+        _HOST_OPERATORS[handle] = op
+        while len(_HOST_OPERATORS) > 64:
+            _HOST_OPERATORS.popitem(last=False)
+        return np.array([handle], dtype=float)
+
+    def __hash__(self):
+        return hash(("host_operator", self.jac))
+
+    def __eq__(self, other):
+        return isinstance(other, HostOperatorJac) and other.jac is self.jac
+
+
+def host_operator(handle):
+    """The ``LinearOperator`` stored under ``handle``."""
+    return _HOST_OPERATORS[int(round(float(np.ravel(handle)[0])))]
+
+
+def apply_host_operator(v, handle, transpose):
+    """``A @ v`` or ``A.T @ v`` on the host, for the operator stored under ``handle``."""
+    op = host_operator(handle)
+    return op.rmatvec(v) if transpose else op.matvec(v)
+
+
 class ResidualFunction(eqx.Module):
     """A user's residual function with everything needed to evaluate and differentiate it.
 
@@ -171,6 +393,7 @@ class ResidualFunction(eqx.Module):
     m: int = eqx.field(static=True)
     dtype: Any = eqx.field(static=True)
     bounded: bool = eqx.field(static=True)
+    kind: str = eqx.field(static=True, default="dense")  # 'dense', 'sparse', 'operator', 'host_operator'
 
     def __call__(self, x, args, kwargs):
         return self._fn(args, kwargs)(x).astype(self.dtype)
@@ -180,17 +403,122 @@ class ResidualFunction(eqx.Module):
             return lambda x: host_call(self.fun, x, args, kwargs, (self.m,), self.dtype)
         return lambda x: jnp.atleast_1d(self.fun(x, *args, **kwargs))
 
-    def jacobian(self, x, f, args, kwargs, lb, ub, diff_step):
-        """The ``(m, n)`` Jacobian at ``x``, where ``f`` is the residual vector at ``x``."""
+    def jacobian(self, x, f, args, kwargs, lb, ub, diff_step, sp=None):
+        """The Jacobian at ``x`` in the stored form of ``self.kind`` (see the module
+        docstring); ``f`` is the residual vector at ``x``, ``sp`` the :class:`Sparsity`."""
         n = x.shape[0]
+        if self.kind == "operator":
+            return jnp.ones((self.m,), self.dtype)  # the row scaling of the loss, later
         if callable(self.jac):
+            if self.kind == "host_operator":
+                # A NumPy jac returning a LinearOperator: it stays on the host; the
+                # stored form is the loss's row scaling and the operator's handle.
+                handle = host_call(self.jac, x, args, kwargs, (1,), self.dtype)
+                return jnp.concatenate([jnp.ones((self.m,), self.dtype), handle])
+            if self.kind == "sparse":
+                # A NumPy jac returning scipy.sparse: its values on the structure.
+                return host_call(self.jac, x, args, kwargs, (sp.rows.shape[0],), self.dtype)
             if self.jac_on_host:
                 J = host_call(self.jac, x, args, kwargs, (self.m, n), self.dtype)
             else:
                 J = jnp.asarray(self.jac(x, *args, **kwargs))
             return jnp.reshape(J, (self.m, n)).astype(self.dtype)
-        if self.jac in FD_METHODS:
-            return fd_jacobian(self._fn(args, kwargs), x, f, self.jac, diff_step, lb, ub, self.bounded).astype(self.dtype)
         fn = self._fn(args, kwargs)
+        if self.kind == "sparse":
+            if self.jac in FD_METHODS:
+                rows_eval = None
+                if self.fun_on_host:  # the whole stencil in one trip to the host
+                    rows_eval = functools.partial(host_call, self.fun, args=args, kwargs=kwargs,
+                                                  out_shape=(self.m,), out_dtype=self.dtype, rows=True)
+                vals = sparse_fd_values(fn, x, f, self.jac, diff_step, sp, lb, ub, self.bounded, rows_eval)
+            else:
+                vals = sparse_jvp_values(fn, x, sp, self.m)
+            return vals.astype(self.dtype)
+        if self.jac in FD_METHODS:
+            return fd_jacobian(fn, x, f, self.jac, diff_step, lb, ub, self.bounded).astype(self.dtype)
         J = jax.jacfwd(fn)(x) if self.m >= n else jax.jacrev(fn)(x)
         return J.astype(self.dtype)
+
+    def operator(self, J, x, args, kwargs, sp=None):
+        """The stored Jacobian ``J`` at ``x`` as a :class:`JacobianOperator`."""
+        fn = self._fn(args, kwargs) if self.kind == "operator" else None
+        return JacobianOperator(self.kind, J, x, fn, sp, self.m)
+
+
+class SparseJacobian(eqx.Module):
+    """A sparse Jacobian as ``least_squares`` returns it: the values ``data`` of the
+    non-zeros at ``(rows, cols)``, shape ``(m, n)``. A JAX pytree (it can leave
+    ``jax.jit`` and be batched by ``jax.vmap``)."""
+
+    data: jax.Array
+    rows: jax.Array
+    cols: jax.Array
+    shape: tuple = eqx.field(static=True)
+
+    @property
+    def nnz(self):
+        return self.data.shape[-1]
+
+    def matvec(self, v):
+        """``J @ v``."""
+        return jax.ops.segment_sum(self.data * jnp.asarray(v)[self.cols], self.rows, self.shape[0])
+
+    def rmatvec(self, u):
+        """``J.T @ u``."""
+        return jax.ops.segment_sum(self.data * jnp.asarray(u)[self.rows], self.cols, self.shape[1])
+
+    def __matmul__(self, v):
+        return self.matvec(v)
+
+    def toarray(self):
+        """The dense ``(m, n)`` matrix (O(m n) memory)."""
+        return jnp.zeros(self.shape, self.data.dtype).at[self.rows, self.cols].set(self.data)
+
+    def to_scipy(self):
+        """A ``scipy.sparse.csr_array`` (imports SciPy)."""
+        import numpy as np
+        import scipy.sparse
+
+        return scipy.sparse.csr_array((np.asarray(self.data), (np.asarray(self.rows), np.asarray(self.cols))), shape=self.shape)
+
+
+class JacobianLinearOperator(eqx.Module):
+    """The Jacobian of a traceable ``fun`` at the solution ``x``, never formed: what
+    ``least_squares`` returns as ``jac`` with ``tr_solver='lsmr'`` and autodiff (SciPy
+    returns a ``LinearOperator`` in the matching case). Products are computed by
+    ``jax.jvp``/``jax.vjp`` of ``fun`` (rows scaled for a robust loss, like SciPy's
+    ``jac``); ``toarray()`` forms the matrix on request. A JAX pytree."""
+
+    x: jax.Array
+    row_scale: jax.Array
+    dyn: Any  # array leaves of (args, kwargs)
+    residuals: Any = eqx.field(static=True)  # the ResidualFunction
+    static: Any = eqx.field(static=True)  # the other leaves of (args, kwargs)
+
+    def _fn(self):
+        args, kwargs = eqx.combine(self.dyn, self.static.tree())
+        return self.residuals._fn(args, kwargs)
+
+    @property
+    def shape(self):
+        return (self.row_scale.shape[-1], self.x.shape[-1])
+
+    @property
+    def dtype(self):
+        return self.x.dtype
+
+    def matvec(self, v):
+        """``J @ v`` (one ``jax.jvp`` of ``fun``)."""
+        return self.row_scale * jax.jvp(self._fn(), (self.x,), (jnp.asarray(v, self.x.dtype),))[1]
+
+    def rmatvec(self, u):
+        """``J.T @ u`` (one ``jax.vjp`` of ``fun``)."""
+        _, vjp = jax.vjp(self._fn(), self.x)
+        return vjp(self.row_scale * jnp.asarray(u, self.x.dtype))[0]
+
+    def __matmul__(self, v):
+        return self.matvec(v)
+
+    def toarray(self):
+        """The dense ``(m, n)`` matrix (forward-mode autodiff; O(m n) memory)."""
+        return self.row_scale[:, None] * jax.jacfwd(self._fn())(self.x)

@@ -16,7 +16,15 @@ from ._host import host_call, is_tracer, output_struct, reraise_host_errors
 from ._host import split_data as _split_data
 from ._implicit import implicit_solution
 from ._iterate import iterate
-from ._jacobian import ResidualFunction
+from ._jacobian import (
+    HostOperatorJac,
+    JacobianLinearOperator,
+    ResidualFunction,
+    SparseJacobian,
+    Sparsity,
+    host_operator,
+)
+from ._sparsity import colour_columns, structure_coo
 from ._kernels.bounds import make_strictly_feasible
 from ._result import OptimizeResult
 from ._solvers.dogbox import Dogbox
@@ -55,10 +63,11 @@ def build_solver(config):
     solver = _SOLVERS[method](residuals, *solver_cfg)
 
     def data_of(theta):
-        dyn, lb, ub, x_scale, f_scale, diff_step, f0 = theta
+        dyn, lb, ub, x_scale, f_scale, diff_step, f0, sparsity = theta
         args, kwargs = eqx.combine(dyn, static.tree())
         return LsqData(
-            lb=lb, ub=ub, x_scale=x_scale, f_scale=f_scale, diff_step=diff_step, args=args, kwargs=kwargs, f0=f0
+            lb=lb, ub=ub, x_scale=x_scale, f_scale=f_scale, diff_step=diff_step, args=args, kwargs=kwargs, f0=f0,
+            sparsity=sparsity,
         )
 
     def run(x0, theta):
@@ -97,9 +106,11 @@ def _compiled_solve(config):
     return jax.jit(solution), jax.jit(run_packed)
 
 
-def _host_eval(fun, x0, args, kwargs):
+def _host_eval(fun, x0, args, kwargs, raw=False):
     """Evaluate a NumPy ``fun`` once on the host (at ``x0``, or at zeros inside a trace,
-    where only the output shape is needed)."""
+    where only the output shape is needed). ``raw``: return the output unconverted (a
+    sparse matrix or a LinearOperator is inspected before anything densifies it)."""
+    convert = (lambda out: out) if raw else _as_array
     if is_tracer(x0, args, kwargs):
         def placeholder(v):
             return np.zeros(np.shape(v), dtype=jnp.result_type(v)) if isinstance(v, jax.core.Tracer) else v
@@ -108,14 +119,116 @@ def _host_eval(fun, x0, args, kwargs):
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return _as_array(fun(np.asarray(x), *a, **k)), False
+                return convert(fun(np.asarray(x), *a, **k)), False
         except Exception as e:  # noqa: BLE001
             raise ValueError(
                 "`fun` cannot be traced by JAX, and inside jax.jit/jax.vmap its output shape "
                 "could not be determined by calling it with placeholder values. Make `fun` "
                 "JAX-traceable (use jax.numpy) or call least_squares outside the transformation."
             ) from e
-    return _as_array(fun(np.asarray(x0), *args, **kwargs)), True
+    return convert(fun(np.asarray(x0), *args, **kwargs)), True
+
+
+def _is_linear_operator(J):
+    return hasattr(J, "matvec") and hasattr(J, "rmatvec") and not hasattr(J, "tocoo")
+
+
+class _SparseHostJac:
+    """A NumPy ``jac`` returning a ``scipy.sparse`` matrix, read as its values on the
+    structure ``(rows, cols)`` it had at ``x0``. An entry outside that structure raises
+    (the structure of a sparse Jacobian is fixed for the whole solve)."""
+
+    def __init__(self, jac, rows, cols):
+        self.jac, self.rows, self.cols = jac, rows, cols
+        self._key = (rows.size, hash(rows.tobytes()), hash(cols.tobytes()))
+
+    def __call__(self, x, *args, **kwargs):
+        J = self.jac(x, *args, **kwargs)
+        if not hasattr(J, "tocsr"):
+            J = np.atleast_2d(np.asarray(J))
+            return J[self.rows, self.cols]
+        J = J.tocsr(copy=True)
+        J.sum_duplicates()
+        J.eliminate_zeros()
+        n = J.shape[1]
+        J_rows = np.repeat(np.arange(J.shape[0], dtype=np.int64), np.diff(J.indptr))
+        J_key = J_rows * n + J.indices
+        key = self.rows.astype(np.int64) * n + self.cols  # both sorted row-major
+        pos = np.searchsorted(key, J_key)
+        inside = (pos < key.size) & (key[np.minimum(pos, key.size - 1)] == J_key)
+        if not np.all(inside):
+            raise ValueError("`jac` returned a sparse matrix with non-zeros outside the structure it had at x0.")
+        vals = np.zeros(key.size, dtype=J.dtype)
+        vals[pos] = J.data
+        return vals
+
+    def __hash__(self):
+        return hash((self.jac, self._key))
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, _SparseHostJac)
+            and self.jac is other.jac
+            and self._key == other._key
+            and np.array_equal(self.rows, other.rows)
+            and np.array_equal(self.cols, other.cols)
+        )
+
+
+def _host_operator_result(stored, m):
+    """``res.jac`` for a ``jac`` returning a LinearOperator: the user's own operator at
+    the solution, as SciPy returns it (left-multiplied by the robust loss's scaling)."""
+    op = host_operator(stored[m:])
+    row_scale = np.asarray(stored[:m])
+    if np.all(row_scale == 1):
+        return op
+    from scipy.sparse.linalg import LinearOperator  # the user's jac already uses SciPy
+
+    return LinearOperator(
+        op.shape, matvec=lambda v: row_scale * op.matvec(np.ravel(v)), rmatvec=lambda u: op.rmatvec(row_scale * np.ravel(u))
+    )
+
+
+_COLOURING_CACHE: dict = {}
+
+
+def _colouring(rows, cols, m, n):
+    """The column colouring of a structure, cached on its content (the same structure
+    passed again, e.g. a new ``lil_array`` each call, is not coloured again)."""
+    key = (m, n, rows.size, hash(rows.tobytes()), hash(cols.tobytes()))
+    hit = _COLOURING_CACHE.get(key)
+    if hit is None:
+        hit = colour_columns(rows, cols, m, n)
+        if len(_COLOURING_CACHE) > 16:
+            _COLOURING_CACHE.clear()
+        _COLOURING_CACHE[key] = hit
+    return hit
+
+
+# LSMR's keyword arguments in SciPy (scipy.sparse.linalg.lsmr), and their defaults.
+_LSMR_DEFAULTS = {"damp": 0.0, "atol": 1e-6, "btol": 1e-6, "conlim": 1e8, "maxiter": None, "show": False}
+
+
+def _lsmr_options(tr_options, method, m, n):
+    """``tr_options`` of ``tr_solver='lsmr'`` checked as SciPy checks them, as a sorted
+    tuple of (key, value) pairs (part of the compiled solver's static settings)."""
+    opts = dict(tr_options or {})
+    regularize = opts.pop("regularize", True)
+    if method == "dogbox" and "regularize" in (tr_options or {}):
+        warnings.warn("The keyword 'regularize' in `tr_options` is not relevant for 'dogbox' method.", stacklevel=3)
+    for key in opts:
+        if key == "x0":
+            raise NotImplementedError("tr_options['x0'] (an initial guess for LSMR) is not supported by jaxopt_lsq.")
+        if key not in _LSMR_DEFAULTS:
+            raise TypeError(f"lsmr() got an unexpected keyword argument '{key}'")
+    full = dict(_LSMR_DEFAULTS, **opts)
+    full.pop("show")
+    full["regularize"] = bool(regularize) if method == "trf" else False
+    full["maxiter"] = None if full["maxiter"] is None else int(full["maxiter"])
+    for key in ("damp", "atol", "btol", "conlim"):
+        # SciPy's lsmr reads None as its default value.
+        full[key] = float(_LSMR_DEFAULTS[key] if full[key] is None else full[key])
+    return tuple(sorted(full.items()))
 
 
 def _as_array(out):
@@ -177,8 +290,13 @@ def least_squares(
         mode otherwise -- and ``'2-point'`` (SciPy's default) when it is not.
         ``'2-point'``, ``'3-point'`` and ``'cs'`` select finite differences with
         SciPy's step rules, respecting the bounds; ``'cs'`` needs ``fun`` to accept
-        complex input. A callable ``jac(x, *args, **kwargs)`` returns the dense
-        Jacobian (a ``scipy.sparse`` matrix from a NumPy ``jac`` is densified).
+        complex input. A callable ``jac(x, *args, **kwargs)`` returns the Jacobian:
+        a dense array, or (NumPy ``jac``) a ``scipy.sparse`` matrix, whose structure at
+        ``x0`` is kept and whose values are read on it at every evaluation (then
+        ``tr_solver`` defaults to ``'lsmr'``, as in SciPy), or a ``LinearOperator``
+        (anything with ``matvec``, ``rmatvec`` and ``shape``), applied on the host
+        through callbacks (eager calls only; ``tr_solver='lsmr'``, not
+        ``x_scale='jac'``, as in SciPy).
     bounds : 2-tuple of array_like or `Bounds`, optional
         Lower and upper bounds on the variables (default: none). Each is an array of
         shape (n,) or a scalar; use ``np.inf`` with an appropriate sign to disable
@@ -208,12 +326,31 @@ def least_squares(
     diff_step : None or array_like, optional
         Relative step for finite differences (SciPy's meaning).
     tr_solver : {None, 'exact', 'lsmr'}, optional
-        ``None``/``'exact'``: the subproblem is solved exactly from an SVD. ``'lsmr'``
-        is not available in this release (``NotImplementedError``).
+        ``'exact'``: the subproblem is solved exactly from an SVD of the dense
+        Jacobian. ``'lsmr'``: for large and sparse problems; the Jacobian is only
+        applied to vectors. ``'trf'`` takes LSMR's (regularised) Gauss-Newton
+        direction and solves the trust-region problem in the 2-D subspace it spans with
+        the scaled gradient; ``'dogbox'`` takes LSMR's Gauss-Newton step on the free
+        variables. ``None``: ``'lsmr'`` for a sparse Jacobian (``jac_sparsity``, or a
+        ``jac`` returning a sparse matrix), ``'exact'`` otherwise. With
+        ``tr_solver='lsmr'`` and autodiff (``jac=None``, traceable ``fun``, no
+        ``jac_sparsity``) the Jacobian is never formed: products go through
+        ``jax.linearize`` and its transpose, memory is O(m + n), and ``x_scale='jac'``
+        is not available (SciPy's rule for a ``LinearOperator`` Jacobian).
     tr_options : dict, optional
-        Options of the ``'lsmr'`` solver; ignored for ``'exact'``, as in SciPy.
-    jac_sparsity : None, optional
-        Sparsity structure for finite differences; not available in this release.
+        Ignored for ``'exact'``, as in SciPy. For ``'lsmr'``: LSMR's ``atol``,
+        ``btol`` (default 1e-6), ``conlim`` (1e8), ``maxiter`` (``min(m, n)``),
+        ``damp`` (0) and ``show`` (accepted, ignored); ``'trf'`` also takes
+        ``regularize`` (default True). Unknown keys raise SciPy's ``TypeError``;
+        ``regularize`` with ``'dogbox'`` warns and is ignored, as in SciPy.
+    jac_sparsity : {None, array_like, sparse matrix}, optional
+        Sparsity structure of the Jacobian, shape (m, n): zeros where an entry is
+        known to be zero. Columns with no common row are grouped (a greedy colouring,
+        computed once on the host), and the Jacobian is estimated with one evaluation
+        of ``fun`` per group (finite differences) or one ``jvp`` per group (autodiff,
+        ``jac=None`` with a traceable ``fun``), and stored as its non-zero values:
+        memory O(nnz + m + n). Forces ``tr_solver='lsmr'``. Ignored with a callable
+        ``jac``, as in SciPy.
     max_nfev : None or int, optional
         Maximum number of function evaluations (default ``100 * n``, every method).
         Evaluations made for finite-difference Jacobians are not counted, as in SciPy.
@@ -246,6 +383,15 @@ def least_squares(
         and counters are Python ints, as in SciPy. Inside a JAX transformation they are
         JAX arrays; ``message`` is filled in once ``status`` is concrete. For
         ``'lm'``, ``njev`` is ``None`` unless ``jac`` is a callable (SciPy's rule).
+
+        ``jac`` is a dense array for a dense Jacobian. For a sparse one it is a
+        ``scipy.sparse.csr_array`` when ``jac_sparsity`` (or ``jac``'s output) was a
+        ``scipy.sparse`` object, else a :class:`~jaxopt_lsq.SparseJacobian` (values
+        over index arrays; ``toarray()``, ``matvec``, ``rmatvec``). For the
+        matrix-free Jacobian of ``tr_solver='lsmr'`` with autodiff it is a
+        :class:`~jaxopt_lsq.JacobianLinearOperator` (``matvec``, ``rmatvec``,
+        ``shape``; ``toarray()`` forms the matrix on request), as SciPy returns a
+        ``LinearOperator``. Both are JAX pytrees.
 
         ``status``: -2 stopped by ``callback``; 0 ``max_nfev`` exceeded; 1 ``gtol``;
         2 ``ftol``; 3 ``xtol``; 4 ``ftol`` and ``xtol``. Codes only seen inside a JAX
@@ -341,9 +487,10 @@ def least_squares(
         fields = solve(prob.x0, prob.theta)
     else:
         with reraise_host_errors():
-            fields = _unpack(*jax.device_get(solve_packed(prob.x0, prob.theta)), prob.m, prob.n)
+            fields = _unpack(*jax.device_get(solve_packed(prob.x0, prob.theta)), prob.m, prob.n, _jac_shape(prob))
         if fields["status"] == -4:
             raise ValueError("Residuals are not finite in the initial point.")
+    fields = _finish_jac(prob, fields)
     if method == "lm" and not callable(jac):
         # SciPy: no Jacobian evaluations to count when they are not the user's.
         fields["njev"] = None
@@ -360,6 +507,10 @@ class _Problem(NamedTuple):
     traced: bool
     m: int
     n: int
+    kind: str  # of the Jacobian: "dense", "sparse", "operator" or "host_operator"
+    structure: Any  # (rows, cols) of a sparse Jacobian, else None
+    sparsity: Any
+    scipy_sparse_out: bool  # return res.jac as a scipy.sparse matrix
 
 
 def _setup(
@@ -371,11 +522,6 @@ def _setup(
     kwargs = {} if kwargs is None else dict(kwargs)
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
     _validate.check_least_squares_options(method, jac, tr_solver, loss, verbose, max_nfev)
-    if method != "lm" and (tr_solver == "lsmr" or jac_sparsity is not None):
-        raise NotImplementedError(
-            "tr_solver='lsmr' and `jac_sparsity` are not available in this release of jaxopt_lsq; "
-            "use the default exact (SVD) subproblem solver with a dense Jacobian."
-        )
 
     x0 = _validate.as_x0(x0)
     dtype = x0.dtype
@@ -418,36 +564,73 @@ def _setup(
 
     # --- the Jacobian --------------------------------------------------------------------
     jac_on_host = False
+    host_linear_operator = False  # a NumPy jac returning a LinearOperator
+    structure = None  # (rows, cols) of a sparse Jacobian
+    scipy_sparse_out = False  # return res.jac as a scipy.sparse matrix
     if callable(jac):
         jout = output_struct(jac, x_struct, args, kwargs)
         if jout is None:
             jac_on_host = True
-            if method == "lm":
-                # SciPy's lm needs a dense matrix; trf/dogbox densify a sparse one here.
-                sparse = [False]
-
-                def probe(x, *a, **k):
-                    J = jac(x, *a, **k)
-                    sparse[0] = hasattr(J, "toarray")
-                    return J
-
-                J0, _ = _host_eval(probe, x0, args, kwargs)
-                if sparse[0]:
+            J0, _ = _host_eval(jac, x0, args, kwargs, raw=True)
+            if _is_linear_operator(J0):
+                if method == "lm":
                     raise ValueError("method='lm' works only with dense Jacobian matrices.")
+                if tr_solver == "exact":
+                    raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
+                if isinstance(x_scale, str) and x_scale == "jac":
+                    raise ValueError("x_scale='jac' can't be used when `jac` returns LinearOperator.")
+                if traced:
+                    raise NotImplementedError(
+                        "A `jac` returning a LinearOperator works in eager calls only, not inside "
+                        "jax.jit/jax.vmap/jax.grad; return a dense array or a scipy.sparse matrix, or "
+                        "leave jac=None with tr_solver='lsmr' for a matrix-free autodiff Jacobian."
+                    )
+                host_linear_operator = True
+                jshape = tuple(J0.shape)
+            elif hasattr(J0, "tocoo"):
+                jshape = tuple(J0.shape)
             else:
-                J0, _ = _host_eval(jac, x0, args, kwargs)
-            jshape = J0.shape
+                J0 = _as_array(J0)
+                jshape = J0.shape
         else:
             jshape = getattr(jout, "shape", None)
         if jshape is not None and len(jshape) < 2:
             jshape = (1,) * (2 - len(jshape)) + tuple(jshape)  # SciPy applies atleast_2d
         if jshape != (m, n):
             raise ValueError(f"The return value of `jac` has wrong shape: expected {(m, n)}, actual {jshape}.")
-        jac_opt = jac
-    elif jac is None:
-        jac_opt = "2-point" if fun_on_host else None
+        if jac_on_host and hasattr(J0, "tocoo"):
+            if method == "lm":
+                raise ValueError("method='lm' works only with dense Jacobian matrices.")
+            if tr_solver == "exact":
+                raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
+            structure = structure_coo(J0, m, n)
+            scipy_sparse_out = True
+        jac_opt = jac if structure is None else _SparseHostJac(jac, *structure)
+        if host_linear_operator:
+            jac_opt = HostOperatorJac(jac)
     else:
-        jac_opt = jac
+        jac_opt = ("2-point" if fun_on_host else None) if jac is None else jac
+        if method != "lm" and jac_sparsity is not None:
+            structure = structure_coo(jac_sparsity, m, n)
+            if tr_solver == "exact":
+                raise ValueError("tr_solver='exact' is incompatible with `jac_sparsity`.")
+            scipy_sparse_out = hasattr(jac_sparsity, "tocoo")
+    if tr_solver is None:
+        tr_solver = "exact" if structure is None and not host_linear_operator else "lsmr"
+    if host_linear_operator:
+        kind = "host_operator"
+    elif structure is not None:
+        kind = "sparse"
+    elif tr_solver == "lsmr" and jac_opt is None and method != "lm":
+        kind = "operator"
+        if isinstance(x_scale, str) and x_scale == "jac":
+            raise ValueError(
+                "x_scale='jac' can't be used with the matrix-free autodiff Jacobian of tr_solver='lsmr' "
+                "(SciPy's rule for a LinearOperator Jacobian); pass `jac_sparsity`, or jac='2-point'."
+            )
+    else:
+        kind = "dense"
+    lsmr_options = _lsmr_options(tr_options, method, m, n) if tr_solver == "lsmr" and method != "lm" else ()
 
     # --- the loss ----------------------------------------------------------------------------
     loss_opt = loss
@@ -470,8 +653,14 @@ def _setup(
         warnings.warn("Callback function specified, but not supported with `lm` method.", stacklevel=3)
         callback = None
     # Field order of ResidualFunction and of the solvers (TRF, Dogbox, LM).
-    residual_cfg = (fun, jac_opt, fun_on_host, jac_on_host, m, dtype, bounded)
+    residual_cfg = (fun, jac_opt, fun_on_host, jac_on_host, m, dtype, bounded, kind)
     solver_cfg = (loss_opt, ftol, xtol, gtol, int(max_nfev), jac_scale, bounded, int(verbose), callback)
+    if method != "lm":
+        solver_cfg = solver_cfg + (tr_solver, lsmr_options)
+    sparsity = None
+    if structure is not None:
+        colour, n_colours = _colouring(*structure, m, n)
+        sparsity = Sparsity(rows=structure[0], cols=structure[1], colour=colour, n_colours=n_colours)
     dyn, static = _split_data(args, kwargs)
     f_scale_arr = np.asarray(f_scale, dtype) if _validate.concrete(f_scale) else jnp.asarray(f_scale, dtype)
     if diff_step is None:
@@ -481,9 +670,36 @@ def _setup(
     else:
         diff_step_arr = jnp.broadcast_to(jnp.asarray(diff_step, dtype), (n,))
     f0_arr = f0.astype(dtype) if fun_on_host and not traced else None
-    theta = (dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr, f0_arr)
+    theta = (dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr, f0_arr, sparsity)
     config = (method, residual_cfg, solver_cfg, static)
-    return _Problem(config, x0, theta, traced, m, n)
+    return _Problem(config, x0, theta, traced, m, n, kind, structure, sparsity, scipy_sparse_out)
+
+
+def _finish_jac(prob, fields):
+    """The result's ``jac`` in the form the problem's Jacobian has (see ``least_squares``)."""
+    m, n = prob.m, prob.n
+    if prob.kind == "sparse":
+        fields["jac"] = SparseJacobian(fields["jac"], prob.sparsity.rows, prob.sparsity.cols, (m, n))
+        if prob.scipy_sparse_out and not prob.traced:
+            fields["jac"] = fields["jac"].to_scipy()
+    elif prob.kind == "host_operator":
+        fields["jac"] = _host_operator_result(fields["jac"], m)
+    elif prob.kind == "operator":
+        _, residual_cfg, _, static = prob.config
+        fields["jac"] = JacobianLinearOperator(
+            fields["x"], fields["jac"], prob.theta[0], residuals=ResidualFunction(*residual_cfg), static=static
+        )
+    return fields
+
+
+def _jac_shape(prob):
+    """Shape of the ``jac`` field as the compiled solve returns it."""
+    return {
+        "dense": (prob.m, prob.n),
+        "sparse": (0 if prob.structure is None else prob.structure[0].size,),
+        "operator": (prob.m,),
+        "host_operator": (prob.m + 1,),
+    }[prob.kind]
 
 
 # SciPy's order of the result's fields, and how eager results travel to the host.
@@ -492,9 +708,9 @@ _FLOAT_FIELDS = ("x", "cost", "fun", "jac", "grad", "optimality")
 _INT_FIELDS = ("active_mask", "nfev", "njev", "status")
 
 
-def _unpack(floats, ints, m, n):
+def _unpack(floats, ints, m, n, jac_shape):
     """Eager results as SciPy gives them: NumPy arrays, NumPy float scalars, Python ints."""
-    shapes = {"x": (n,), "cost": (), "fun": (m,), "jac": (m, n), "grad": (n,), "optimality": ()}
+    shapes = {"x": (n,), "cost": (), "fun": (m,), "jac": jac_shape, "grad": (n,), "optimality": ()}
     out, i = {}, 0
     for k in _FLOAT_FIELDS:
         size = int(np.prod(shapes[k]))

@@ -76,22 +76,24 @@ def cost(loss, f, f_scale):
     return 0.5 * jnp.sum(rho(loss, f, f_scale)[0])
 
 
-def cost_and_scaled(loss, J, f, f_scale):
+def cost_and_scaled(loss, J, f, f_scale, scale_rows=None):
     """``(cost, J, f)`` at an accepted point: the cost and the Jacobian and residuals
     rescaled so that the Gauss-Newton model of the robust cost is a plain
-    least-squares model (unchanged for the linear loss)."""
+    least-squares model (unchanged for the linear loss). ``scale_rows(J, s)`` computes
+    ``diag(s) J`` for a Jacobian that is not stored as a dense matrix."""
     if isinstance(loss, str) and loss == "linear":
         return 0.5 * jnp.dot(f, f), J, f
     r = rho(loss, f, f_scale)
-    J, f = scale_for_robust_loss(J, f, r)
+    J, f = scale_for_robust_loss(J, f, r, scale_rows)
     return 0.5 * jnp.sum(r[0]), J, f
 
 
-def scale_for_robust_loss(J, f, r):
+def scale_for_robust_loss(J, f, r, scale_rows=None):
     """Rescale ``J`` and ``f`` so that the Gauss-Newton model of the robust cost is a
     plain least-squares model: ``J_s = diag(sqrt(rho' + 2 rho'' f**2)) J`` and
     ``f_s = rho' f / sqrt(...)`` (clipped below at eps, as SciPy does)."""
     eps = jnp.finfo(f.dtype).eps
     J_scale = r[1] + 2 * r[2] * f**2
     J_scale = jnp.sqrt(jnp.maximum(J_scale, eps))
-    return J * J_scale[:, None], f * r[1] / J_scale
+    J = J * J_scale[:, None] if scale_rows is None else scale_rows(J, J_scale)
+    return J, f * r[1] / J_scale

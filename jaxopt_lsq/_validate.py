@@ -79,7 +79,7 @@ def prepare_bounds(bounds, x0, method):
         # turn them into tracers and hide that they are infinite.
         if concrete(b):
             b = np.asarray(b, dtype=float)
-            return np.resize(b, n) if b.ndim == 0 else b
+            return np.full(n, b) if b.ndim == 0 else b  # (np.resize is slow for large n)
         b = jnp.asarray(b, dtype=x0.dtype)
         return jnp.broadcast_to(b, (n,)) if b.ndim == 0 else b
 
@@ -124,7 +124,7 @@ def check_x_scale(x_scale, x0, method):
     if not valid:
         raise ValueError("`x_scale` must be 'jac' or array_like with positive numbers.")
     if xs.ndim == 0:
-        xs = np.resize(xs, x0.shape)
+        xs = np.full(x0.shape, xs)
     if xs.shape != x0.shape:
         raise ValueError("Inconsistent shapes between `x_scale` and `x0`.")
     return xs.astype(x0.dtype), False

@@ -450,9 +450,13 @@ def test_exception_in_numpy_function_under_jit_warns_and_is_not_a_success():
     assert float(res.x[0]) <= 0.5
 
 
-def test_sparse_jacobian_from_numpy_jac_is_densified():
+def test_sparse_jacobian_from_numpy_jac_selects_lsmr_as_scipy():
     import scipy.sparse as sp
 
-    res = least_squares(rosen(np), [2.0, 2.0], jac=lambda x: sp.csr_matrix(rosen_jac(np)(x)))
-    ref = so.least_squares(rosen(np), [2.0, 2.0], jac=rosen_jac(np))
+    def jac(x):
+        return sp.csr_matrix(rosen_jac(np)(x))
+
+    res = least_squares(rosen(np), [2.0, 2.0], jac=jac)
+    ref = so.least_squares(rosen(np), [2.0, 2.0], jac=jac)  # SciPy: tr_solver='lsmr' too
+    assert sp.issparse(res.jac) and res.nfev == ref.nfev
     np.testing.assert_allclose(res.x, ref.x, rtol=1e-10)

@@ -103,11 +103,12 @@ def update_tr_radius(Delta, actual_reduction, predicted_reduction, step_norm, bo
     return Delta, ratio
 
 
-def compute_jac_scale(J, scale_inv_old=None):
+def compute_jac_scale(J, scale_inv_old=None, col=None):
     """Inverse variable scales from the Jacobian's column norms (Moré 1977): zero
     norms become 1 at the start; afterwards a scale never grows back
-    (``max(norms, scale_inv_old)``)."""
-    col = jnp.sqrt(jnp.sum(J**2, axis=0))
+    (``max(norms, scale_inv_old)``). ``col``: the norms, when ``J`` is not a matrix."""
+    if col is None:
+        col = jnp.sqrt(jnp.sum(J**2, axis=0))
     if scale_inv_old is None:
         return jnp.where(col == 0, 1.0, col)
     return jnp.maximum(col, scale_inv_old)
@@ -156,3 +157,45 @@ def minimize_quadratic_1d(a, b, lb, ub, c=0.0):
     y = t * (a * t + b) + c
     i = jnp.argmin(y)
     return t[i], y[i]
+
+
+def solve_trust_region_2d(B, g, Delta, n_grid=64, n_newton=8):
+    """Global minimiser of ``0.5 p^T B p + g^T p`` over ``||p|| <= Delta`` in two
+    dimensions (``B`` symmetric, possibly indefinite): the subspace subproblem of
+    ``trf`` with ``tr_solver='lsmr'`` (Branch, Coleman & Li 1999, section 3).
+
+    The Newton point ``-B^{-1} g`` is taken when ``B`` is positive definite and the
+    point lies inside the region. Otherwise the minimiser lies on the circle
+    ``p = Delta (cos phi, sin phi)``, where the model is a trigonometric polynomial of
+    degree 2: safeguarded Newton steps on ``phi`` from ``n_grid`` equally spaced angles
+    reach every local minimum, and the best is kept. (SciPy
+    finds the same point as a root of a quartic; this form has no polynomial roots to
+    compute and is branch-free.) Returns ``(p, newton_step_taken)``.
+    """
+    a, b, d = B[0, 0], B[0, 1], B[1, 1]
+    det = a * d - b * b
+    pos_def = (a > 0) & (det > 0)
+    det_safe = jnp.where(pos_def, det, 1)
+    p_newton = -jnp.stack([d * g[0] - b * g[1], a * g[1] - b * g[0]]) / det_safe
+    inside = pos_def & (jnp.dot(p_newton, p_newton) <= Delta**2)
+
+    def value(phi):
+        c, s = jnp.cos(phi), jnp.sin(phi)
+        return 0.5 * Delta**2 * (a * c * c + 2 * b * c * s + d * s * s) + Delta * (g[0] * c + g[1] * s)
+
+    # Newton from every grid angle at once (cheap: vectors of n_grid), then the best:
+    # with two nearly equal local minima a single start can polish the wrong one.
+    phi = jnp.linspace(0, 2 * jnp.pi, n_grid, endpoint=False, dtype=g.dtype)
+
+    def newton(_, phi):
+        c, s = jnp.cos(phi), jnp.sin(phi)
+        d1 = Delta**2 * ((d - a) * c * s + b * (c * c - s * s)) + Delta * (g[1] * c - g[0] * s)
+        d2 = Delta**2 * ((d - a) * (c * c - s * s) - 4 * b * c * s) - Delta * (g[0] * c + g[1] * s)
+        trial = phi - d1 / jnp.where(d2 > 0, d2, 1)
+        better = (d2 > 0) & (value(trial) < value(phi))
+        return jnp.where(better, trial, phi)
+
+    phi = lax.fori_loop(0, n_newton, newton, phi)
+    phi = phi[jnp.argmin(value(phi))]
+    p_boundary = Delta * jnp.stack([jnp.cos(phi), jnp.sin(phi)])
+    return jnp.where(inside, p_newton, p_boundary), inside

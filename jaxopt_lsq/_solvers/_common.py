@@ -14,8 +14,27 @@ import jax.numpy as jnp
 from jax import lax
 
 from .. import _loss
+from .._jacobian import scale_rows
 from .._result import RUNNING
 from . import _report
+
+
+def jacobian_operator(solver, J, x, data):
+    """The stored Jacobian ``J`` at ``x`` as a :class:`~jaxopt_lsq._jacobian.JacobianOperator`."""
+    return solver.residuals.operator(J, x, data.args, data.kwargs, data.sparsity)
+
+
+def evaluate_point(solver, x, f_true, data):
+    """At an accepted ``x`` (residuals ``f_true``): the cost, the Jacobian in its stored
+    form and the residuals, both rescaled for the robust loss, and the gradient."""
+    sp = data.sparsity
+    kind = solver.residuals.kind
+    J = solver.residuals.jacobian(x, f_true, data.args, data.kwargs, data.lb, data.ub, data.diff_step, sp)
+    cost, J, f = _loss.cost_and_scaled(
+        solver.loss, J, f_true, data.f_scale, scale_rows=lambda J, s: scale_rows(kind, J, s, sp)
+    )
+    g = J.T @ f if kind == "dense" else jacobian_operator(solver, J, x, data).rmatvec(f)
+    return cost, J, f, g
 
 
 def end_of_trial(solver, state, iteration_ends, accept, term):

@@ -13,6 +13,10 @@ optimality is the infinity norm of the gradient on the free variables. A variabl
 a step lands on a bound is put exactly on it, and stays there while the gradient keeps
 pushing it out.
 
+With ``tr_solver='lsmr'`` the Gauss-Newton step on the free variables comes from LSMR
+(:mod:`jaxopt_lsq._kernels.lsmr`) applied to ``J diag(scale)`` with the active columns
+masked out, as in SciPy, and the Jacobian is only ever applied to vectors.
+
 State machine. As in :mod:`jaxopt_lsq._solvers.trf`, each ``step`` is one trial point,
 i.e. one evaluation of the residuals, so that ``nfev`` and ``max_nfev`` mean what they
 mean in SciPy. A trial that reduces the cost is accepted; the Jacobian, the free set,
@@ -40,6 +44,7 @@ from jax import lax
 from .. import _loss
 from .._iterate import AbstractSolver
 from .._jacobian import ResidualFunction
+from .._kernels.lsmr import lsmr
 from .._kernels.bounds import in_bounds
 from .._kernels.dogleg import dogleg_step, min_norm_lstsq
 from .._kernels.trust_region import (
@@ -51,7 +56,7 @@ from .._kernels.trust_region import (
 )
 from .._result import RUNNING
 from . import _report
-from ._common import end_of_trial, initial_status, start_report
+from ._common import end_of_trial, evaluate_point, initial_status, jacobian_operator, start_report
 
 
 class DogboxState(eqx.Module):
@@ -96,6 +101,8 @@ class Dogbox(AbstractSolver):
     bounded: bool = eqx.field(static=True)
     verbose: int = eqx.field(static=True)
     callback: Callable | None = eqx.field(static=True)
+    tr_solver: str = eqx.field(static=True, default="exact")
+    tr_options: tuple = eqx.field(static=True, default=())  # see TRF
 
     @property
     def max_steps(self):
@@ -105,24 +112,50 @@ class Dogbox(AbstractSolver):
         """The objective being minimised (for implicit differentiation)."""
         return _loss.cost(self.loss, self.residuals(x, data.args, data.kwargs), data.f_scale)
 
+    def _op(self, J, x, data):
+        return jacobian_operator(self, J, x, data)
+
+    def _evaluate(self, x, f_true, data):
+        """Cost, loss-rescaled Jacobian (stored form) and residuals, gradient at ``x``."""
+        return evaluate_point(self, x, f_true, data)
+
     def result_fields(self, x, data):
         """The differentiable result fields as functions of the solution ``x``."""
         f_true = self.residuals(x, data.args, data.kwargs)
-        J = self.residuals.jacobian(x, f_true, data.args, data.kwargs, data.lb, data.ub, data.diff_step)
-        cost, J, f = _loss.cost_and_scaled(self.loss, J, f_true, data.f_scale)
-        return dict(cost=cost, fun=f_true, jac=J, grad=J.T @ f)
+        cost, J, _, g = self._evaluate(x, f_true, data)
+        return dict(cost=cost, fun=f_true, jac=J, grad=g)
 
     def _at_point(self, x, f_true, on_bound, data, scale_inv_old):
         """Jacobian, loss rescaling, free set, Gauss-Newton step and Cauchy model at x."""
-        J = self.residuals.jacobian(x, f_true, data.args, data.kwargs, data.lb, data.ub, data.diff_step)
-        cost, J, f = _loss.cost_and_scaled(self.loss, J, f_true, data.f_scale)
-        g = J.T @ f
-        scale_inv = compute_jac_scale(J, scale_inv_old) if self.jac_scale else 1 / data.x_scale
+        cost, J, f, g = self._evaluate(x, f_true, data)
         free = ~(on_bound * g < 0)
         g_free = jnp.where(free, g, 0)
-        J_free = jnp.where(free[None, :], J, 0)
-        newton_step = jnp.where(free, min_norm_lstsq(J_free, -f), 0)
-        a, b, _ = build_quadratic_1d(J_free, g_free, -g_free)
+        if self.tr_solver == "lsmr":
+            op = self._op(J, x, data)
+            col = op.col_norms() if self.jac_scale else None
+            scale_inv = compute_jac_scale(J, scale_inv_old, col=col) if self.jac_scale else 1 / data.x_scale
+            # LSMR in the scaled variables, active columns masked (SciPy's lsmr_operator).
+            d = jnp.where(free, 1 / scale_inv, 0)
+            opts = dict(self.tr_options)
+            gn = lsmr(
+                lambda v: op.matvec(d * v),
+                lambda u: d * op.rmatvec(u),
+                f,
+                x.shape[0],
+                damp=opts["damp"],
+                atol=opts["atol"],
+                btol=opts["btol"],
+                conlim=opts["conlim"],
+                maxiter=opts["maxiter"],
+            ).x
+            newton_step = -gn * d
+            Jg = op.matvec(g_free)
+            a, b = 0.5 * jnp.dot(Jg, Jg), -jnp.dot(g_free, g_free)
+        else:
+            scale_inv = compute_jac_scale(J, scale_inv_old) if self.jac_scale else 1 / data.x_scale
+            J_free = jnp.where(free[None, :], J, 0)
+            newton_step = jnp.where(free, min_norm_lstsq(J_free, -f), 0)
+            a, b, _ = build_quadratic_1d(J_free, g_free, -g_free)
         return dict(
             x=x, f_true=f_true, f=f, cost=cost, J=J, g=g, scale_inv=scale_inv, on_bound=on_bound,
             free=free, newton_step=newton_step, a=a, b=b, g_norm=jnp.max(jnp.abs(g_free)),
@@ -162,8 +195,11 @@ class Dogbox(AbstractSolver):
         step, on_bound_free, tr_hit = dogleg_step(
             state.x, state.newton_step, g_free, state.a, state.b, state.Delta * scale, data.lb, data.ub, state.free
         )
-        J_free = jnp.where(state.free[None, :], state.J, 0)
-        predicted = -evaluate_quadratic(J_free, g_free, step)
+        if self.tr_solver == "lsmr":
+            predicted = -evaluate_quadratic(self._op(state.J, state.x, data), g_free, step)
+        else:
+            J_free = jnp.where(state.free[None, :], state.J, 0)
+            predicted = -evaluate_quadratic(J_free, g_free, step)
         # Clipping guards against round-off putting the trial outside the bounds (SciPy gh11403).
         x_new = jnp.clip(state.x + step, data.lb, data.ub)
 

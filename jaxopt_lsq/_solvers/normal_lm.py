@@ -86,6 +86,8 @@ class NormalLM(AbstractSolver):
     bounded: bool = eqx.field(static=True)
     verbose: int = eqx.field(static=True)  # not supported by this method (always 0)
     callback: Callable | None = eqx.field(static=True)  # idem (always None)
+    tr_solver: str = eqx.field(static=True, default="exact")  # always 'exact' (dense J^T J)
+    tr_options: tuple = eqx.field(static=True, default=())
 
     @property
     def max_steps(self):

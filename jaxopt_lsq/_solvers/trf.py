@@ -15,6 +15,16 @@ SVD by :func:`solve_lsq_trust_region`. The step is then made feasible by
 (scaled back by ``theta``), its reflection off the first bound it hits, and the
 anti-gradient step (Coleman & Li 1996).
 
+With ``tr_solver='lsmr'`` (large or sparse problems) the Jacobian is only applied to
+vectors (:class:`~jaxopt_lsq._jacobian.JacobianOperator`). At each accepted point LSMR
+(:mod:`jaxopt_lsq._kernels.lsmr`) gives an approximate (regularised) Gauss-Newton
+direction ``gn_h`` of the scaled problem; with bounds it solves the augmented system
+``[J_h; diag(diag_h + reg)**0.5]``. The trust-region problem is then solved exactly in
+the 2-D subspace ``S = span(g_h, gn_h)`` (:func:`solve_trust_region_2d`), as in Branch,
+Coleman & Li (1999) and SciPy. ``regularize`` adds ``reg = -q_ag / Delta**2``, where
+``q_ag`` is the model value of the best anti-gradient step in the region, so that LSMR's
+direction is never much longer than the region.
+
 State machine. SciPy nests "try trial steps until one reduces the cost" inside "iterate".
 Here each ``step`` is one trial, i.e. exactly one evaluation of the residuals, so that
 ``nfev`` and ``max_nfev`` keep SciPy's meaning. A trial that reduces the cost is
@@ -33,6 +43,7 @@ Minimization Subject to Bounds", SIAM J. Optim. 6(2), 1996. J. J. Moré (1977), 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import equinox as eqx
@@ -43,6 +54,7 @@ from jax import lax
 from .. import _loss
 from .._iterate import AbstractSolver
 from .._jacobian import ResidualFunction
+from .._kernels.lsmr import lsmr
 from .._kernels.bounds import (
     cl_scaling_vector,
     find_active_constraints,
@@ -58,11 +70,12 @@ from .._kernels.trust_region import (
     evaluate_quadratic,
     minimize_quadratic_1d,
     solve_lsq_trust_region,
+    solve_trust_region_2d,
     update_tr_radius,
 )
 from .._result import RUNNING
 from . import _report
-from ._common import end_of_trial, initial_status, start_report
+from ._common import end_of_trial, evaluate_point, initial_status, jacobian_operator, start_report
 
 
 class LsqData(eqx.Module):
@@ -76,6 +89,7 @@ class LsqData(eqx.Module):
     args: Any
     kwargs: Any
     f0: Any = None  # residuals at the (strictly feasible) x0, when already evaluated on the host
+    sparsity: Any = None  # a _jacobian.Sparsity for sparse Jacobians
 
 
 class TRFState(eqx.Module):
@@ -84,18 +98,24 @@ class TRFState(eqx.Module):
     f_true: jax.Array  # residuals at x
     f: jax.Array  # residuals rescaled for the loss
     cost: jax.Array
-    J: jax.Array  # Jacobian rescaled for the loss
+    J: jax.Array  # Jacobian rescaled for the loss (stored form: matrix, values, row scaling)
     g: jax.Array  # gradient of the cost, J^T f
     scale_inv: jax.Array  # variable scaling (x_scale, or the Jacobian's column norms)
     # The trust-region subproblem at x (updated on accepted steps).
     d: jax.Array
     g_h: jax.Array
     diag_h: jax.Array
-    J_h: jax.Array
-    uf: jax.Array
-    s: jax.Array
-    V: jax.Array
     theta: jax.Array
+    # tr_solver='exact': the SVD of J_h (None otherwise).
+    J_h: Any
+    uf: Any
+    s: Any
+    V: Any
+    # tr_solver='lsmr': the 2-D subspace S = span(g_h, gn_h) (None otherwise).
+    S: Any
+    JS: Any  # J_h S
+    B_S: Any  # S^T (J_h^T J_h + diag(diag_h)) S
+    g_S: Any
     g_norm: jax.Array  # first-order optimality
     # Trust region (updated every evaluation).
     Delta: jax.Array
@@ -163,6 +183,22 @@ def select_step(x, J_h, diag_h, g_h, p, p_h, d, Delta, lb, ub, theta):
     return step, step_h, -value
 
 
+_POINT_KEYS = (
+    "x", "f_true", "f", "cost", "J", "g", "scale_inv", "d", "g_h", "diag_h", "theta", "g_norm",
+    "J_h", "uf", "s", "V", "S", "JS", "B_S", "g_S",
+)
+
+
+class _ScaledOp:
+    """``J_h = J diag(d)`` for :func:`select_step` when ``J`` is an operator."""
+
+    def __init__(self, op, d):
+        self.op, self.d = op, d
+
+    def __matmul__(self, v):
+        return self.op.matvec(self.d * v)
+
+
 class TRF(AbstractSolver):
     residuals: ResidualFunction
     loss: Any = eqx.field(static=True)  # name or callable
@@ -174,6 +210,10 @@ class TRF(AbstractSolver):
     bounded: bool = eqx.field(static=True)
     verbose: int = eqx.field(static=True)
     callback: Callable | None = eqx.field(static=True)
+    tr_solver: str = eqx.field(static=True, default="exact")
+    # tr_options of 'lsmr' as sorted (key, value) pairs: regularize, damp, atol, btol,
+    # conlim, maxiter (validated by the facade).
+    tr_options: tuple = eqx.field(static=True, default=())
 
     @property
     def max_steps(self):
@@ -183,36 +223,92 @@ class TRF(AbstractSolver):
     def _cost(self, f, data):
         return _loss.cost(self.loss, f, data.f_scale)
 
-    def _subproblem(self, x, J, f, g, scale_inv, data):
-        """Everything the trial steps need at an accepted point (one SVD)."""
-        m, n = J.shape
+    def _subproblem(self, x, J, f, g, scale_inv, Delta, data):
+        if self.tr_solver == "lsmr":
+            return self._subproblem_lsmr(x, J, f, g, scale_inv, Delta, data)
+        return self._subproblem_exact(x, J, f, g, scale_inv, data)
+
+    def _hat_scaling(self, x, g, scale_inv, data):
+        """The scaled ("hat") variables at x: ``d`` (Coleman-Li scaling with x_scale),
+        the curvature ``diag_h`` of the scaling, the step-back ratio ``theta`` and the
+        first-order optimality."""
         scale = 1 / scale_inv
         if self.bounded:
             v, dv = cl_scaling_vector(x, g, data.lb, data.ub)
             g_norm = jnp.max(jnp.abs(g * v))
             v = jnp.where(dv != 0, v * scale_inv, v)
-            d = jnp.sqrt(v) * scale
-            diag_h = g * dv * scale
-            J_h = J * d
+            return jnp.sqrt(v) * scale, g * dv * scale, jnp.maximum(0.995, 1 - g_norm), g_norm
+        return scale, jnp.zeros_like(g), jnp.ones((), x.dtype), jnp.max(jnp.abs(g))
+
+    def _subproblem_exact(self, x, J, f, g, scale_inv, data):
+        """Everything the trial steps need at an accepted point (one SVD)."""
+        m, n = J.shape
+        d, diag_h, theta, g_norm = self._hat_scaling(x, g, scale_inv, data)
+        J_h = J * d
+        if self.bounded:
             J_aug = jnp.concatenate([J_h, jnp.diag(jnp.sqrt(diag_h))])
             U, s, Vt = jnp.linalg.svd(J_aug, full_matrices=False)
             uf = U[:m].T @ f
-            theta = jnp.maximum(0.995, 1 - g_norm)
         else:
-            g_norm = jnp.max(jnp.abs(g))
-            d = scale
-            diag_h = jnp.zeros_like(g)
-            J_h = J * d
             U, s, Vt = jnp.linalg.svd(J_h, full_matrices=False)
             uf = U.T @ f
-            theta = jnp.ones((), x.dtype)
-        return dict(d=d, g_h=d * g, diag_h=diag_h, J_h=J_h, uf=uf, s=s, V=Vt.T, theta=theta, g_norm=g_norm)
+        return dict(
+            d=d, g_h=d * g, diag_h=diag_h, J_h=J_h, uf=uf, s=s, V=Vt.T, theta=theta, g_norm=g_norm,
+            S=None, JS=None, B_S=None, g_S=None,
+        )
+
+    def _op(self, J, x, data):
+        return jacobian_operator(self, J, x, data)
+
+    def _subproblem_lsmr(self, x, J, f, g, scale_inv, Delta, data):
+        """LSMR's Gauss-Newton direction and the 2-D subspace model at an accepted point."""
+        m = f.shape[0]
+        n = x.shape[0]
+        opts = dict(self.tr_options)
+        op = self._op(J, x, data)
+        d, diag_h, theta, g_norm = self._hat_scaling(x, g, scale_inv, data)
+        g_h = d * g
+
+        def J_h(v):
+            return op.matvec(d * v)
+
+        def J_h_T(u):
+            return d * op.rmatvec(u)
+
+        reg_term = jnp.zeros((), x.dtype)
+        if opts["regularize"]:
+            Jg = J_h(g_h)
+            a = 0.5 * (jnp.dot(Jg, Jg) + jnp.dot(g_h * diag_h, g_h))
+            b = -jnp.dot(g_h, g_h)
+            to_tr = Delta / jnp.linalg.norm(g_h)
+            ag_value = minimize_quadratic_1d(a, b, jnp.zeros_like(to_tr), to_tr)[1]
+            reg_term = -ag_value / Delta**2
+        lsmr_kw = dict(atol=opts["atol"], btol=opts["btol"], conlim=opts["conlim"], maxiter=opts["maxiter"])
+        if self.bounded:
+            diag_aug = jnp.sqrt(diag_h + reg_term)
+            gn_h = lsmr(
+                lambda v: jnp.concatenate([J_h(v), diag_aug * v]),
+                lambda u: J_h_T(u[:m]) + diag_aug * u[m:],
+                jnp.concatenate([f, jnp.zeros((n,), f.dtype)]),
+                n,
+                damp=opts["damp"],
+                **lsmr_kw,
+            ).x
+        else:
+            gn_h = lsmr(J_h, J_h_T, f, n, damp=jnp.sqrt(opts["damp"] ** 2 + reg_term), **lsmr_kw).x
+        S, _ = jnp.linalg.qr(jnp.stack([g_h, gn_h], axis=1), mode="reduced")
+        JS = jnp.stack([J_h(S[:, 0]), J_h(S[:, 1])], axis=1)
+        hi = lax.Precision.HIGHEST
+        B_S = jnp.dot(JS.T, JS, precision=hi) + jnp.dot(S.T * diag_h, S, precision=hi)
+        g_S = jnp.dot(S.T, g_h, precision=hi)
+        return dict(
+            d=d, g_h=g_h, diag_h=diag_h, theta=theta, g_norm=g_norm,
+            J_h=None, uf=None, s=None, V=None, S=S, JS=JS, B_S=B_S, g_S=g_S,
+        )
 
     def _evaluate(self, x, f_true, data):
         """Cost, loss-rescaled Jacobian and residuals, and gradient at ``x``."""
-        J = self.residuals.jacobian(x, f_true, data.args, data.kwargs, data.lb, data.ub, data.diff_step)
-        cost, J, f = _loss.cost_and_scaled(self.loss, J, f_true, data.f_scale)
-        return cost, J, f, J.T @ f
+        return evaluate_point(self, x, f_true, data)
 
     def cost(self, x, data):
         """The objective being minimised (for implicit differentiation)."""
@@ -224,15 +320,22 @@ class TRF(AbstractSolver):
         cost, J, _, g = self._evaluate(x, f_true, data)
         return dict(cost=cost, fun=f_true, jac=J, grad=g)
 
-    def _at_point(self, x, f_true, data, scale_inv_old):
-        """Jacobian, loss rescaling, gradient, scaling and subproblem at an accepted x."""
+    def _point(self, x, f_true, data, scale_inv_old):
+        """Jacobian, loss rescaling, gradient and scaling at an accepted x."""
         cost, J, f, g = self._evaluate(x, f_true, data)
         if self.jac_scale:
-            scale_inv = compute_jac_scale(J, scale_inv_old)
+            col = None if self.residuals.kind == "dense" else self._op(J, x, data).col_norms()
+            scale_inv = compute_jac_scale(J, scale_inv_old, col=col)
         else:
             scale_inv = 1 / data.x_scale
-        sub = self._subproblem(x, J, f, g, scale_inv, data)
-        return dict(x=x, f_true=f_true, f=f, cost=cost, J=J, g=g, scale_inv=scale_inv, **sub)
+        return dict(x=x, f_true=f_true, f=f, cost=cost, J=J, g=g, scale_inv=scale_inv)
+
+    def _at_point(self, x, f_true, data, scale_inv_old, Delta):
+        """:meth:`_point` and the subproblem at an accepted x (``Delta``: the radius of
+        the next trial, which the lsmr subproblem's regularisation uses)."""
+        pt = self._point(x, f_true, data, scale_inv_old)
+        sub = self._subproblem(x, pt["J"], pt["f"], pt["g"], pt["scale_inv"], Delta, data)
+        return dict(**pt, **sub)
 
     # ----------------------------------------------------------------------------------
     def init(self, x0, data):
@@ -242,7 +345,7 @@ class TRF(AbstractSolver):
             x0 = make_strictly_feasible(x0, data.lb, data.ub)
         # A NumPy `fun` was already called at x0 on the host: do not call it again.
         f0 = self.residuals(x0, data.args, data.kwargs) if data.f0 is None else data.f0
-        pt = self._at_point(x0, f0, data, None)
+        pt = self._point(x0, f0, data, None)
         if self.bounded:
             v, dv = cl_scaling_vector(x0, pt["g"], data.lb, data.ub)
             v = jnp.where(dv != 0, v * pt["scale_inv"], v)
@@ -250,6 +353,7 @@ class TRF(AbstractSolver):
         else:
             Delta = jnp.linalg.norm(x0 * pt["scale_inv"])
         Delta = jnp.where(Delta == 0, 1.0, Delta).astype(dtype)
+        pt.update(self._subproblem(x0, pt["J"], pt["f"], pt["g"], pt["scale_inv"], Delta, data))
         one = jnp.asarray(1, jnp.int32)
         status = initial_status(self, feasible, f0, pt["J"], pt["g_norm"])
         state = TRFState(
@@ -273,17 +377,29 @@ class TRF(AbstractSolver):
     def step(self, state, data):
         # As in SciPy, the rank test counts the residuals only (not the rows that the
         # bounded case's augmentation adds): with m < n no Gauss-Newton step is taken.
-        m, n = state.J.shape
-        p_h, alpha = solve_lsq_trust_region(n, m, state.uf, state.s, state.V, state.Delta, state.alpha)
+        if self.tr_solver == "lsmr":
+            p_S, _ = solve_trust_region_2d(state.B_S, state.g_S, state.Delta)
+            p_h = state.S @ p_S
+            alpha = state.alpha
+        else:
+            # As in SciPy, the rank test counts the residuals only (not the rows that the
+            # bounded case's augmentation adds): with m < n no Gauss-Newton step is taken.
+            m, n = state.J.shape
+            p_h, alpha = solve_lsq_trust_region(n, m, state.uf, state.s, state.V, state.Delta, state.alpha)
         if self.bounded:
             p = state.d * p_h
+            J_h = state.J_h if self.tr_solver == "exact" else _ScaledOp(self._op(state.J, state.x, data), state.d)
             step, step_h, predicted = select_step(
-                state.x, state.J_h, state.diag_h, state.g_h, p, p_h, state.d, state.Delta, data.lb, data.ub, state.theta
+                state.x, J_h, state.diag_h, state.g_h, p, p_h, state.d, state.Delta, data.lb, data.ub, state.theta
             )
             x_new = make_strictly_feasible(state.x + step, data.lb, data.ub, rstep=0)
         else:
             step_h = p_h
-            predicted = -evaluate_quadratic(state.J_h, state.g_h, step_h)
+            if self.tr_solver == "lsmr":
+                Js = state.JS @ p_S  # J_h step_h, in the subspace
+                predicted = -(0.5 * jnp.dot(Js, Js) + jnp.dot(state.g_h, step_h))
+            else:
+                predicted = -evaluate_quadratic(state.J_h, state.g_h, step_h)
             step = state.d * step_h
             x_new = state.x + step
 
@@ -309,29 +425,28 @@ class TRF(AbstractSolver):
         accept = finite & (actual_reduction > 0)
         iteration_ends = accept | (term != 0) | (nfev >= self.max_nfev)
 
-        keys = ("x", "f_true", "f", "cost", "J", "g", "scale_inv", "d", "g_h", "diag_h", "J_h", "uf", "s", "V", "theta", "g_norm")
+        keys = _POINT_KEYS
         current = {k: getattr(state, k) for k in keys}
 
         def accepted(_):
-            return self._at_point(x_new, f_new, data, state.scale_inv if self.jac_scale else None)
+            return self._at_point(x_new, f_new, data, state.scale_inv if self.jac_scale else None, Delta)
 
         pt = lax.cond(accept, accepted, lambda _: current, None)
         njev = state.njev + accept.astype(jnp.int32)
         nit = state.nit + iteration_ends.astype(jnp.int32)
         zero = jnp.zeros((), state.cost.dtype)
-        state = eqx.tree_at(
-            lambda s: [getattr(s, k) for k in keys] + [s.Delta, s.alpha, s.nfev, s.njev, s.nit, s.actual_reduction, s.step_norm],
+        state = dataclasses.replace(
             state,
-            [pt[k] for k in keys]
-            + [
-                Delta,
-                alpha,
-                nfev,
-                njev,
-                nit,
-                jnp.where(iteration_ends & ~accept, zero, jnp.where(accept, actual_reduction, state.actual_reduction)),
-                jnp.where(iteration_ends & ~accept, zero, jnp.where(accept, step_norm, state.step_norm)),
-            ],
+            **{k: pt[k] for k in keys},
+            Delta=Delta,
+            alpha=alpha,
+            nfev=nfev,
+            njev=njev,
+            nit=nit,
+            actual_reduction=jnp.where(
+                iteration_ends & ~accept, zero, jnp.where(accept, actual_reduction, state.actual_reduction)
+            ),
+            step_norm=jnp.where(iteration_ends & ~accept, zero, jnp.where(accept, step_norm, state.step_norm)),
         )
 
         return end_of_trial(self, state, iteration_ends, accept, term)

@@ -1,0 +1,209 @@
+"""LSMR: an iterative solver for sparse and matrix-free linear least squares.
+
+Solves ``min || [b; 0] - [A; damp I] x ||_2`` using only the products ``A v`` and
+``A^T u``, the way :func:`scipy.sparse.linalg.lsmr` does (same iteration, same stopping
+rules, same defaults). LSMR applies MINRES to the normal equations
+``(A^T A + damp^2 I) x = A^T b`` on the Golub-Kahan bidiagonalisation of ``A``, so that
+``||A^T r_k||`` decreases monotonically.
+
+Glossary (the notation of Fong & Saunders (2011)):
+
+``beta, u``      ``beta_{k+1} u_{k+1} = A v_k - alpha_k u_k`` (left Lanczos vectors);
+``alpha, v``     ``alpha_{k+1} v_{k+1} = A^T u_{k+1} - beta_{k+1} v_k`` (right vectors);
+``rho, rhobar``  diagonals of the two QR factorisations (``R_k`` and ``Rbar_k``);
+``zeta, zetabar`` the transformed right-hand side; ``|zetabar| = ||A^T r_k||``;
+``h, hbar``      search directions; ``x_k = x_{k-1} + zeta / (rho rhobar) hbar``;
+``normr``        estimate of ``||r_k||`` from the extra rotations of section 3.2;
+``normA, condA`` running estimates of ``||A||_F`` and ``cond(A)``.
+
+The kernel is a pure function over the two products, so the same code runs on a dense
+matrix, a sparse matrix stored as values over fixed indices, and a Jacobian applied by
+``jax.jvp``/``jax.vjp`` that is never formed. Its inner loop is a bounded
+``lax.while_loop`` (at most ``maxiter`` products of each kind); under ``vmap`` finished
+lanes keep their values while the slowest lane finishes.
+
+Reference: D. C.-L. Fong and M. A. Saunders, "LSMR: An iterative algorithm for sparse
+least-squares problems", SIAM J. Sci. Comput. 33(5), 2011, pp. 2950-2971.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+from jax import lax
+
+
+def sym_ortho(a, b):
+    """A Givens rotation ``(c, s, r)`` with ``[c s; -s c] [a; b] = [r; 0]`` and
+    ``r = hypot(a, b) >= 0`` (the values of Fong & Saunders' stable ``SymOrtho``;
+    ``hypot`` avoids its overflow; ``c = s = 0`` when ``a = b = 0``, as SciPy)."""
+    r = jnp.hypot(a, b)
+    nz = r > 0
+    r_safe = jnp.where(nz, r, 1)
+    return jnp.where(nz, a / r_safe, 0), jnp.where(nz, b / r_safe, 0), r
+
+
+class LsmrResult(NamedTuple):
+    x: object
+    istop: object  # SciPy's codes 0-7
+    itn: object
+    normr: object
+    normar: object
+
+
+def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxiter=None):
+    """Solve ``min ||b - A x||^2 + damp^2 ||x||^2`` by LSMR from ``x = 0``.
+
+    Parameters
+    ----------
+    matvec, rmatvec : callable
+        ``v -> A @ v`` (``(n,) -> (m,)``) and ``u -> A.T @ u`` (``(m,) -> (n,)``).
+    b : array, shape (m,)
+    n : int
+        Number of unknowns (static).
+    damp : float or scalar array
+        Tikhonov damping (may be traced).
+    atol, btol, conlim : float
+        SciPy's stopping tolerances (``0`` selects the machine-precision tests).
+    maxiter : int or None
+        Iteration limit (static); ``None`` means ``min(m, n)`` as in SciPy.
+
+    Returns
+    -------
+    LsmrResult
+        ``x``, the stopping reason ``istop`` (SciPy's codes), the iteration count and the
+        estimates of ``||r||`` and ``||A^T r||``.
+    """
+    m = b.shape[0]
+    dtype = b.dtype
+    if maxiter is None:
+        maxiter = min(m, n)
+    damp = jnp.asarray(damp, dtype)
+    ctol = 1.0 / conlim if conlim > 0 else 0.0
+
+    def _normalise(w, nrm):
+        return jnp.where(nrm > 0, w / jnp.where(nrm > 0, nrm, 1), w)
+
+    normb = jnp.linalg.norm(b)
+    beta = normb
+    u = _normalise(b, beta)
+    v = jnp.where(beta > 0, rmatvec(u), jnp.zeros((n,), dtype))
+    alpha = jnp.linalg.norm(v)
+    v = _normalise(v, alpha)
+    zero = jnp.zeros((), dtype)
+    one = jnp.ones((), dtype)
+
+    carry0 = dict(
+        itn=jnp.asarray(0, jnp.int32),
+        istop=jnp.asarray(0, jnp.int32),
+        x=jnp.zeros((n,), dtype),
+        u=u,
+        v=v,
+        h=v,
+        hbar=jnp.zeros((n,), dtype),
+        alpha=alpha,
+        zetabar=alpha * beta,
+        alphabar=alpha,
+        rho=one,
+        rhobar=one,
+        cbar=one,
+        sbar=zero,
+        betadd=beta,
+        betad=zero,
+        rhodold=one,
+        tautildeold=zero,
+        thetatilde=zero,
+        zeta=zero,
+        d=zero,
+        normA2=alpha * alpha,
+        maxrbar=zero,
+        minrbar=jnp.asarray(1e100 if dtype == jnp.float64 else 1e30, dtype),
+        normr=beta,
+        normar=alpha * beta,
+    )
+    # x = 0 solves the problem already (A^T b = 0 or b = 0): SciPy returns istop = 0.
+    trivial = (alpha * beta == 0) | (normb == 0)
+
+    def cond(c):
+        return (c["istop"] == 0) & (c["itn"] < maxiter) & ~trivial
+
+    def body(c):
+        itn = c["itn"] + 1
+        alpha_k = c["alpha"]
+        u = matvec(c["v"]) - alpha_k * c["u"]
+        beta = jnp.linalg.norm(u)
+        u = _normalise(u, beta)
+        v_new = rmatvec(u) - beta * c["v"]
+        alpha_new = jnp.linalg.norm(v_new)
+        v_new = _normalise(v_new, alpha_new)
+        # SciPy leaves v and alpha unchanged when beta == 0.
+        v = jnp.where(beta > 0, v_new, c["v"])
+        alpha = jnp.where(beta > 0, alpha_new, alpha_k)
+
+        chat, shat, alphahat = sym_ortho(c["alphabar"], damp)
+        rhoold = c["rho"]
+        cc, s, rho = sym_ortho(alphahat, beta)
+        thetanew = s * alpha
+        alphabar = cc * alpha
+
+        rhobarold = c["rhobar"]
+        zetaold = c["zeta"]
+        thetabar = c["sbar"] * rho
+        rhotemp = c["cbar"] * rho
+        cbar, sbar, rhobar = sym_ortho(c["cbar"] * rho, thetanew)
+        zeta = cbar * c["zetabar"]
+        zetabar = -sbar * c["zetabar"]
+
+        hbar = c["h"] - (thetabar * rho / (rhoold * rhobarold)) * c["hbar"]
+        x = c["x"] + (zeta / (rho * rhobar)) * hbar
+        h = v - (thetanew / rho) * c["h"]
+
+        # Estimate of ||r||.
+        betaacute = chat * c["betadd"]
+        betacheck = -shat * c["betadd"]
+        betahat = cc * betaacute
+        betadd = -s * betaacute
+        thetatildeold = c["thetatilde"]
+        ctildeold, stildeold, rhotildeold = sym_ortho(c["rhodold"], thetabar)
+        thetatilde = stildeold * rhobar
+        rhodold = ctildeold * rhobar
+        betad = -stildeold * c["betad"] + ctildeold * betahat
+        tautildeold = (zetaold - thetatildeold * c["tautildeold"]) / rhotildeold
+        taud = (zeta - thetatilde * tautildeold) / rhodold
+        d = c["d"] + betacheck * betacheck
+        normr = jnp.sqrt(d + (betad - taud) ** 2 + betadd * betadd)
+
+        # Estimates of ||A|| and cond(A).
+        normA2 = c["normA2"] + beta * beta
+        normA = jnp.sqrt(normA2)
+        normA2 = normA2 + alpha * alpha
+        maxrbar = jnp.maximum(c["maxrbar"], rhobarold)
+        minrbar = jnp.where(itn > 1, jnp.minimum(c["minrbar"], rhobarold), c["minrbar"])
+        condA = jnp.maximum(maxrbar, rhotemp) / jnp.minimum(minrbar, rhotemp)
+
+        # Stopping rules, SciPy's order (later tests take precedence).
+        normar = jnp.abs(zetabar)
+        normx = jnp.linalg.norm(x)
+        test1 = normr / normb
+        nAr = normA * normr
+        test2 = jnp.where(nAr != 0, normar / jnp.where(nAr != 0, nAr, 1), jnp.inf)
+        test3 = 1 / condA
+        t1 = test1 / (1 + normA * normx / normb)
+        rtol = btol + atol * normA * normx / normb
+        istop = jnp.where(itn >= maxiter, 7, 0)
+        istop = jnp.where(1 + test3 <= 1, 6, istop)
+        istop = jnp.where(1 + test2 <= 1, 5, istop)
+        istop = jnp.where(1 + t1 <= 1, 4, istop)
+        istop = jnp.where(test3 <= ctol, 3, istop)
+        istop = jnp.where(test2 <= atol, 2, istop)
+        istop = jnp.where(test1 <= rtol, 1, istop).astype(jnp.int32)
+        return dict(
+            itn=itn, istop=istop, x=x, u=u, v=v, h=h, hbar=hbar, alpha=alpha, zetabar=zetabar,
+            alphabar=alphabar, rho=rho, rhobar=rhobar, cbar=cbar, sbar=sbar, betadd=betadd, betad=betad,
+            rhodold=rhodold, tautildeold=tautildeold, thetatilde=thetatilde, zeta=zeta, d=d, normA2=normA2,
+            maxrbar=maxrbar, minrbar=minrbar, normr=normr, normar=normar,
+        )
+
+    out = lax.while_loop(cond, body, carry0)
+    return LsmrResult(out["x"], out["istop"], out["itn"], out["normr"], out["normar"])

@@ -1,0 +1,363 @@
+"""Large and sparse problems: tr_solver='lsmr', jac_sparsity, sparse/matrix-free Jacobians.
+
+SciPy 1.17 is the oracle on the same functions: its Broyden tridiagonal example, its
+lsmr, its 2-D trust-region solver and its column grouping; plus a handful of the shared
+problems (tests/helpers.py) with tr_solver='lsmr', with and without bounds, a robust
+loss and x_scale='jac'. Compilations dominate the runtime here, so each case is chosen
+to exercise a different path.
+"""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize as so
+import scipy.sparse as sps
+from scipy.optimize._lsq.common import solve_trust_region_2d as scipy_tr_2d
+from scipy.optimize._numdiff import group_columns
+from scipy.sparse.linalg import aslinearoperator
+from scipy.sparse.linalg import lsmr as scipy_lsmr
+
+import helpers
+from jaxopt_lsq import JacobianLinearOperator, SparseJacobian, least_squares
+from jaxopt_lsq._kernels.lsmr import lsmr
+from jaxopt_lsq._kernels.trust_region import solve_trust_region_2d
+from jaxopt_lsq._sparsity import check_colouring, colour_columns, structure_coo
+
+
+# --------------------------------------------------------------------------------------
+# The Broyden tridiagonal system of SciPy's least_squares documentation
+# --------------------------------------------------------------------------------------
+def broyden(xp):
+    def fun(x):
+        f = (3 - x) * x + 1
+        if xp is np:
+            f[1:] -= x[:-1]
+            f[:-1] -= 2 * x[1:]
+            return f
+        return f.at[1:].add(-x[:-1]).at[:-1].add(-2 * x[1:])
+
+    return fun
+
+
+def broyden_sparsity(n):
+    s = sps.lil_array((n, n), dtype=int)
+    i = np.arange(n)
+    s[i, i] = 1
+    s[i[1:], i[1:] - 1] = 1
+    s[i[:-1], i[:-1] + 1] = 1
+    return s
+
+
+def broyden_jac(x):
+    n = x.size
+    J = sps.lil_array((n, n))
+    i = np.arange(n)
+    J[i, i] = 3 - 2 * x
+    J[i[1:], i[1:] - 1] = -1
+    J[i[:-1], i[:-1] + 1] = -2
+    return J
+
+
+def broyden_bounds(n):
+    """SciPy's test_least_squares.BroydenTridiagonal: x0 and bounds."""
+    rng = np.random.default_rng(123440)
+    lb = np.linspace(-2, -1.5, n) + 0.1 * rng.standard_normal(n)
+    ub = np.linspace(-0.8, 0.0, n) + 0.1 * rng.standard_normal(n)
+    x0 = -np.ones(n) + 0.1 * rng.standard_normal(n)
+    x0 = np.clip(x0, lb + 1e-10, ub - 1e-10)
+    return x0, lb, ub
+
+
+def scipy_ls(*a, **kw):
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return so.least_squares(*a, **kw)
+
+
+N = 1000
+SPARSITY = broyden_sparsity(N)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(xp=np, method="trf"),  # SciPy's documentation call, NumPy fun on the host
+        dict(xp=jnp, method="trf"),  # traceable fun: compressed forward mode
+        dict(xp=jnp, method="trf", jac="3-point"),
+        dict(xp=np, method="dogbox", jac="cs"),
+    ],
+    ids=["trf-numpy-2point", "trf-autodiff", "trf-3point", "dogbox-numpy-cs"],
+)
+def test_broyden_jac_sparsity_matches_scipy(case):
+    case = dict(case)
+    xp = case.pop("xp")
+    kw_scipy = dict(case, jac=case.get("jac", "2-point"))
+    ref = scipy_ls(broyden(np), -np.ones(N), jac_sparsity=SPARSITY, **kw_scipy)
+    res = least_squares(broyden(xp), -np.ones(N), jac_sparsity=SPARSITY, **case)
+    assert res.cost < 1e-20 and ref.cost < 1e-20
+    assert res.status == ref.status and res.nfev == ref.nfev and res.njev == ref.njev
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-10, atol=1e-12)
+    assert sps.issparse(res.jac) and res.jac.shape == (N, N)  # SciPy's type, as passed in
+    np.testing.assert_allclose(res.jac.toarray(), ref.jac.toarray(), rtol=1e-6, atol=1e-8)
+
+
+def test_broyden_bounded_and_sparse_jac_matches_scipy():
+    """SciPy's own sparse test problem: bounds, a NumPy jac returning a sparse matrix."""
+    x0, lb, ub = broyden_bounds(100)
+    ref = scipy_ls(broyden(np), x0, broyden_jac, bounds=(lb, ub))
+    res = least_squares(broyden(np), x0, broyden_jac, bounds=(lb, ub))
+    assert sps.issparse(res.jac)
+    assert res.status == ref.status and abs(res.nfev - ref.nfev) <= 1
+    assert res.cost < 1e-20 and ref.cost < 1e-20
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-7, atol=1e-9)
+    np.testing.assert_array_equal(res.active_mask, ref.active_mask)
+
+
+def test_broyden_matrix_free_autodiff_and_jit():
+    fun = broyden(jnp)
+    solve = jax.jit(lambda x0: least_squares(fun, x0, tr_solver="lsmr", tr_options={"btol": 1e-10}))
+    res = solve(-jnp.ones(N))
+    assert float(res.cost) < 1e-20 and int(res.status) > 0
+    J = res.jac
+    assert isinstance(J, JacobianLinearOperator) and J.shape == (N, N)
+    v = jnp.arange(N, dtype=float)
+    ref = broyden_jac(np.asarray(res.x)).tocsr()
+    np.testing.assert_allclose(J.matvec(v), ref @ np.asarray(v), rtol=1e-12)
+    np.testing.assert_allclose(J.rmatvec(v), ref.T @ np.asarray(v), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# tr_solver='lsmr' on the shared problems, against SciPy's lsmr path
+# --------------------------------------------------------------------------------------
+LSMR_CASES = [
+    ("rosenbrock", dict(method="trf")),
+    ("powell_singular_lb", dict(method="trf")),
+    ("wood_bounded", dict(method="trf", x_scale="jac")),
+    ("exp_fit_outliers", dict(method="trf", loss="soft_l1", f_scale=0.1)),
+    ("beale_bounded", dict(method="dogbox")),
+    ("osborne1", dict(method="dogbox", x_scale="jac")),
+]
+
+
+@pytest.mark.parametrize("name,kw", LSMR_CASES, ids=[f"{n}-{'-'.join(map(str, k.values()))}" for n, k in LSMR_CASES])
+def test_lsmr_matches_scipy_on_problem_library(name, kw):
+    p = helpers.get_problem(name)
+    ref = scipy_ls(p.make(np), p.x0_array(), bounds=p.bounds, args=p.args, tr_solver="lsmr", **kw)
+    res = least_squares(
+        p.make(jnp), p.x0_array(), jac="2-point", bounds=p.bounds, args=p.args, tr_solver="lsmr", **kw
+    )
+    assert res.status > 0 and ref.status > 0
+    assert res.cost <= ref.cost * (1 + 1e-6) + 1e-12
+    np.testing.assert_allclose(res.cost, ref.cost, rtol=1e-4, atol=1e-10)
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-3, atol=1e-6)
+    # The same path: SciPy's lsmr and ours agree to rounding on these small systems.
+    assert abs(res.nfev - ref.nfev) <= max(2, 0.1 * ref.nfev)
+
+
+def test_lsmr_autodiff_bounded_robust_and_vmap():
+    p = helpers.get_problem("powell_singular_lb")
+    ref = scipy_ls(p.make(np), p.x0_array(), bounds=p.bounds, tr_solver="lsmr", loss="huber")
+    fun = p.make(jnp)
+    lb, ub = (jnp.asarray(b) for b in p.bounds_arrays())
+
+    def solve(x0):
+        return least_squares(fun, x0, bounds=(lb, ub), tr_solver="lsmr", loss="huber")
+
+    res = least_squares(fun, p.x0_array(), bounds=p.bounds, tr_solver="lsmr", loss="huber")
+    assert isinstance(res.jac, JacobianLinearOperator) and res.status > 0
+    np.testing.assert_allclose(res.cost, ref.cost, rtol=1e-5)
+    x0s = jnp.stack([p.x0_array(), p.x0_array() + 0.5, p.x0_array() * 2])
+    batch = jax.vmap(solve)(x0s)
+    for i in range(3):
+        # Batched products round differently; the solutions agree to the tolerances.
+        one = solve(x0s[i])
+        np.testing.assert_allclose(batch.cost[i], one.cost, rtol=1e-6)
+        np.testing.assert_allclose(batch.x[i], one.x, rtol=1e-5, atol=1e-8)
+        assert int(batch.status[i]) > 0
+
+
+def test_sparse_result_without_scipy_input():
+    """A dense jac_sparsity gives a SparseJacobian (no SciPy needed) equal to the dense one."""
+    p = helpers.get_problem("broyden_tridiagonal10")
+    fun = p.make(jnp)
+    n = p.n
+    pattern = (np.abs(np.subtract.outer(np.arange(n), np.arange(n))) <= 1).astype(int)
+    res = least_squares(fun, p.x0_array(), jac_sparsity=pattern)
+    dense = least_squares(fun, p.x0_array())
+    assert isinstance(res.jac, SparseJacobian) and res.jac.nnz == pattern.sum()
+    np.testing.assert_allclose(np.asarray(res.jac.toarray()), np.asarray(jax.jacfwd(fun)(res.x)), atol=1e-12)
+    np.testing.assert_allclose(res.x, dense.x, atol=1e-8)
+
+
+def test_implicit_diff_through_lsmr_solve():
+    """d x*/d data through a tr_solver='lsmr' solve equals the exact solver's derivative."""
+    t = jnp.linspace(0, 3, 12)
+    y = 1.5 * jnp.exp(-0.7 * t) + 0.2
+
+    def fit(y, **kw):
+        fun = lambda x, y: x[0] * jnp.exp(-x[1] * t) + x[2] - y  # noqa: E731
+        return least_squares(fun, jnp.array([1.0, 1.0, 0.0]), args=(y,), xtol=1e-12, ftol=1e-12, gtol=1e-12, **kw).x
+
+    g_lsmr = jax.jacrev(lambda y: fit(y, tr_solver="lsmr", tr_options={"atol": 1e-12, "btol": 1e-12}))(y)
+    g_exact = jax.jacrev(fit)(y)
+    np.testing.assert_allclose(g_lsmr, g_exact, rtol=1e-6, atol=1e-9)
+
+
+# --------------------------------------------------------------------------------------
+# SciPy's validation
+# --------------------------------------------------------------------------------------
+def _rosen(xp):
+    return lambda x: xp.stack([10 * (x[1] - x[0] ** 2), 1 - x[0]])
+
+
+def _bad_operator_jac(x):
+    return aslinearoperator(np.array([[-20 * x[0], 10.0], [-1.0, 0.0]]))
+
+
+def _sparse_rosen_jac(x):
+    return sps.csr_array(np.array([[-20 * x[0], 10.0], [-1.0, 0.0]]))
+
+
+BAD = [
+    dict(tr_solver="exact", jac_sparsity=[[1, 1], [1, 1]]),
+    dict(jac_sparsity=[[1, 1]]),
+    dict(tr_solver="lsmr", tr_options={"tol": 1e-10}),
+    dict(tr_solver="lsmr", method="dogbox", tr_options={"regularize": True, "foo": 1}),
+    dict(method="lm", jac_sparsity=[[1, 1], [1, 1]]),
+    dict(jac=_sparse_rosen_jac, tr_solver="exact"),
+    dict(jac=_sparse_rosen_jac, method="lm"),
+    dict(jac=_bad_operator_jac, tr_solver="exact"),
+    dict(jac=_bad_operator_jac, method="lm"),
+    dict(jac=_bad_operator_jac, x_scale="jac"),
+]
+
+
+@pytest.mark.parametrize("kw", BAD, ids=[str({k: getattr(v, "__name__", v) for k, v in kw.items()}) for kw in BAD])
+def test_bad_input_matches_scipy(kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(Exception) as expected:
+            so.least_squares(_rosen(np), [2.0, 2.0], **kw)
+        with pytest.raises(type(expected.value)) as got:
+            least_squares(_rosen(np if callable(kw.get("jac")) else jnp), [2.0, 2.0], **kw)
+    assert str(got.value) == str(expected.value)
+
+
+def test_dogbox_regularize_warns_and_solves():
+    with pytest.warns(UserWarning, match="The keyword 'regularize' in `tr_options` is not relevant"):
+        res = least_squares(_rosen(jnp), [2.0, 2.0], method="dogbox", tr_solver="lsmr", tr_options={"regularize": False})
+    np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-6)
+
+
+def test_linear_operator_jac_matches_scipy():
+    """A NumPy jac returning a LinearOperator (SciPy's test_linear_operator): applied on
+    the host; res.jac is the user's operator at the solution."""
+    x0, lb, ub = broyden_bounds(40)
+
+    def op_jac(x):
+        return aslinearoperator(broyden_jac(x))
+
+    for kw in (dict(), dict(method="dogbox", bounds=(lb, ub))):
+        ref = scipy_ls(broyden(np), x0, op_jac, **kw)
+        res = least_squares(broyden(np), x0, op_jac, **kw)
+        assert res.status == ref.status and res.nfev == ref.nfev
+        np.testing.assert_allclose(res.cost, ref.cost, rtol=1e-8, atol=1e-20)
+        np.testing.assert_allclose(res.x, ref.x, rtol=1e-8, atol=1e-10)
+        v = np.arange(40.0)
+        np.testing.assert_allclose(res.jac.matvec(v), broyden_jac(res.x) @ v, rtol=1e-12)
+    with pytest.raises(NotImplementedError, match="eager calls only"):
+        jax.jit(lambda x0: least_squares(broyden(np), x0, op_jac).x)(jnp.asarray(x0))
+
+
+def test_our_documented_errors():
+    with pytest.raises(ValueError, match="x_scale='jac' can't be used with the matrix-free"):
+        least_squares(_rosen(jnp), [2.0, 2.0], tr_solver="lsmr", x_scale="jac")
+
+
+# --------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------
+def test_lsmr_kernel_matches_scipy():
+    rng = np.random.default_rng(0)
+    solve = jax.jit(lambda A, b, damp, atol: lsmr(lambda v: A @ v, lambda u: A.T @ u, b, A.shape[1], damp, atol, atol))
+    for m, n in [(30, 10), (10, 30)]:
+        A = rng.standard_normal((m, n))
+        b = rng.standard_normal(m)
+        for damp in (0.0, 0.7):
+            for atol in (1e-6, 1e-10):
+                ref = scipy_lsmr(A, b, damp=damp, atol=atol, btol=atol)
+                out = solve(A, b, damp, atol)
+                assert int(out.istop) == ref[1] and int(out.itn) == ref[2]
+                np.testing.assert_allclose(out.x, ref[0], rtol=1e-8, atol=1e-12)
+    few = jax.jit(lambda A, b: lsmr(lambda v: A @ v, lambda u: A.T @ u, b, A.shape[1], maxiter=3))(A, b)
+    ref = scipy_lsmr(A, b, maxiter=3)
+    assert int(few.istop) == ref[1] == 7
+    np.testing.assert_allclose(few.x, ref[0], rtol=1e-10, atol=1e-14)
+
+
+def test_trust_region_2d_kernel_is_scipys_minimiser():
+    rng = np.random.default_rng(1)
+    solve = jax.jit(solve_trust_region_2d)
+    for k in range(300):
+        A = rng.standard_normal((2, 2))
+        B = A @ A.T if k % 3 == 0 else A + A.T
+        g = rng.standard_normal(2) * 10 ** rng.uniform(-3, 3)
+        Delta = 10 ** rng.uniform(-2, 2)
+        p_ref, newton_ref = scipy_tr_2d(B, g, Delta)
+        p, newton = solve(jnp.asarray(B), jnp.asarray(g), Delta)
+        q = lambda p: 0.5 * p @ B @ p + g @ p  # noqa: E731
+        assert bool(newton) == newton_ref
+        assert np.linalg.norm(p) <= Delta * (1 + 1e-12)
+        assert q(np.asarray(p)) <= q(p_ref) + 1e-12 * max(1.0, abs(q(p_ref)))
+
+
+@pytest.mark.parametrize("shape,density", [((300, 200), 0.05), ((50, 400), 0.02), ((100, 100), 0.3)])
+def test_column_colouring(shape, density):
+    A = sps.random_array(shape, density=density, rng=np.random.default_rng(2))
+    m, n = shape
+    rows, cols = structure_coo(A, m, n)
+    colour, k = colour_columns(rows, cols, m, n)
+    assert check_colouring(rows, cols, colour) and colour.max() + 1 == k
+    # A greedy colouring needs at most (largest number of neighbours + 1) colours, and
+    # comes close to SciPy's greedy grouping.
+    B = (A != 0).astype(int)
+    neighbours = ((B.T @ B) != 0).sum(axis=1) - 1
+    assert k <= neighbours.max() + 1
+    assert k <= 1.3 * (group_columns(A).max() + 1) + 1
+
+
+def test_structure_coo():
+    A = sps.coo_array((np.array([1.0, 0.0, 2.0, 3.0]), (np.array([1, 0, 1, 0]), np.array([0, 1, 0, 2]))), shape=(2, 3))
+    rows, cols = structure_coo(A, 2, 3)  # explicit zero dropped, duplicate merged, row-major
+    assert rows.tolist() == [0, 1] and cols.tolist() == [2, 0]
+    rows, cols = structure_coo([[0, 1, 1], [1, 0, 0]], 2, 3)
+    assert rows.tolist() == [0, 0, 1] and cols.tolist() == [1, 2, 0]
+    with pytest.raises(ValueError, match="`jac_sparsity` has wrong shape."):
+        structure_coo(A, 3, 2)
+    colour, k = colour_columns(np.array([], int), np.array([], int), 2, 3)
+    assert k == 1 and colour.tolist() == [0, 0, 0]
+
+
+def test_many_colours_are_evaluated_in_chunks():
+    """A dense row forces n colours; the colour groups are then evaluated in chunks
+    (memory O(nnz + m + n)) and the Jacobian is still SciPy's."""
+    n = 60
+
+    def make(xp):
+        def fun(x):
+            f = broyden(xp)(x * 1.0)
+            return xp.concatenate([f, xp.stack([xp.sum(x**2) - 1.0])])
+
+        return fun
+
+    pattern = np.vstack([broyden_sparsity(n).toarray(), np.ones((1, n), int)])
+    x0 = -np.ones(n)
+    for jac in ("3-point", None):  # two values per colour chunk; compressed jvp
+        res = least_squares(make(jnp), x0, jac=jac, jac_sparsity=pattern, max_nfev=3)
+        ref = scipy_ls(make(np), x0, jac=jac or "2-point", jac_sparsity=pattern, max_nfev=3)
+        np.testing.assert_allclose(res.x, ref.x, rtol=1e-6)
+        J = res.jac.toarray()
+        np.testing.assert_allclose(J, jax.jacfwd(make(jnp))(jnp.asarray(res.x)), rtol=1e-5, atol=1e-6)
