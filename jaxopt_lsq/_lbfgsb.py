@@ -246,13 +246,43 @@ def _callback_adapter(callback):
     return host
 
 
-def _packed(fun, jac=None):
+_NOT_SCALAR = "The user-provided objective function must return a scalar value."
+
+
+def _not_a_gradient(shape, n):
+    # SciPy does not check this (a wrong-sized gradient ends in "ABNORMAL"); we say why.
+    return ValueError(f"The gradient must have shape ({n},); the user-provided function "
+                      f"returned shape {tuple(shape)}.")
+
+
+def _check_sizes(f_shape, g_shape, n):
+    """Objective and gradient shapes (None: not known here); SciPy's error first."""
+    if f_shape is not None and int(np.prod(f_shape)) != 1:
+        raise ValueError(_NOT_SCALAR)
+    if g_shape is not None and int(np.prod(g_shape)) != n:
+        raise _not_a_gradient(g_shape, n)
+
+
+def _checked(fun, what, n=None):
+    """A NumPy ``fun`` whose output size is checked on the host (``what``: "f" or "g")."""
+    def checked(x, *a, **k):
+        out = fun(x, *a, **k)
+        _check_sizes(np.shape(out) if what == "f" else None,
+                     np.shape(out) if what == "g" else None, n)
+        return out
+    return checked
+
+
+def _packed(fun, n, jac=None):
     """A NumPy ``(f, g)`` (or ``f`` and ``jac``) as one ``(n + 1,)`` host result."""
     if jac is None:
         def fg(x, *a):
             f, g = fun(x, *a)
+            _check_sizes(np.shape(f), np.shape(g), n)
             return np.concatenate([np.ravel(f), np.ravel(g)])
     else:
+        fun, jac = _checked(fun, "f"), _checked(jac, "g", n)
+
         def fg(x, *a):
             return np.concatenate([np.ravel(fun(x, *a)), np.ravel(jac(x, *a))])
     return fg
@@ -283,16 +313,18 @@ def _make_fg(fun, jac, grad_mode, fun_traced, jac_traced, fd_method, step_kind, 
             if fun_traced:
                 f, g = fun(x, *args)
                 return scalar(f), vector(g)
-            return split(host_call(_packed(fun), x, args, kw, (n + 1,), dtype))
+            return split(host_call(_packed(fun, n), x, args, kw, (n + 1,), dtype))
         return fg
 
     if grad_mode == "jac":  # separate gradient callable
         def fg(x, a):
             _, _, _, args, kw = unpack(a)
             if not fun_traced and not jac_traced:
-                return split(host_call(_packed(fun, jac), x, args, kw, (n + 1,), dtype))
-            f = scalar(fun(x, *args)) if fun_traced else host_call(fun, x, args, kw, (), dtype)
-            g = vector(jac(x, *args)) if jac_traced else host_call(jac, x, args, kw, (n,), dtype)
+                return split(host_call(_packed(fun, n, jac), x, args, kw, (n + 1,), dtype))
+            f = (scalar(fun(x, *args)) if fun_traced
+                 else host_call(_checked(fun, "f"), x, args, kw, (), dtype))
+            g = (vector(jac(x, *args)) if jac_traced
+                 else host_call(_checked(jac, "g", n), x, args, kw, (n,), dtype))
             return f, g
         return fg
 
@@ -308,7 +340,8 @@ def _make_fg(fun, jac, grad_mode, fun_traced, jac_traced, fd_method, step_kind, 
         rel = step if step_kind == "rel" else None
         abs_ = step if step_kind == "abs" else None
         if not fun_traced:
-            return value_and_fd_grad_on_host(fun, x, args, kw, fd_method, rel, lower, upper,
+            return value_and_fd_grad_on_host(_checked(fun, "f"), x, args, kw, fd_method, rel,
+                                             lower, upper,
                                              bounded, abs_)
         f1 = lambda v: jnp.reshape(fun(v, *args), (1,)).astype(dtype)  # noqa: E731
         f0 = f1(x)
@@ -439,7 +472,14 @@ def _minimize_lbfgsb(
         fun_traced = isinstance(out, (tuple, list)) and len(out) == 2
     else:
         fun_traced = out is not None
-    jac_traced = grad_mode == "jac" and output_struct(jac, x_struct, args) is not None
+    jac_out = output_struct(jac, x_struct, args) if grad_mode == "jac" else None
+    jac_traced = jac_out is not None
+    if grad_mode == "fg":
+        if fun_traced:
+            _check_sizes(out[0].shape, out[1].shape, n)
+    else:
+        _check_sizes(out.shape if fun_traced else None,
+                     jac_out.shape if jac_traced else None, n)
     if grad_mode == "auto" and fun_traced:
         fd_method, step_kind, step = None, None, None
     if step is not None:
