@@ -688,12 +688,12 @@ class _OnFree(eqx.Module):
     def __signature__(self):
         return inspect.signature(self.fun)
 
-    def __call__(self, x, *args, **kwargs):
+    def __call__(self, *args, **kwargs):
         if "intermediate_result" in kwargs:  # a callback that takes the result
             r = kwargs.pop("intermediate_result")
             r["x"] = self.embed(r["x"])
             return self.fun(intermediate_result=r)
-        return self.fun(self.embed(x), *args, **kwargs)
+        return self.fun(self.embed(args[0]), *args[1:], **kwargs)
 
 
 def _minimize_without_fixed(fun, x0, lb, ub, fixed, callback=None, **kw):

@@ -510,3 +510,16 @@ def test_hess_inv_is_callable_and_has_rho_like_scipy():
     v = np.array([1.0, -2.0, 0.5])
     np.testing.assert_allclose(np.asarray(h(v)), ref(v), rtol=1e-10)
     np.testing.assert_allclose(np.asarray(h.rho)[:nc], ref.rho, rtol=1e-12)
+
+
+def test_fixed_variables_callback_sees_every_variable():
+    seen = []
+
+    def cb(intermediate_result):
+        seen.append(np.array(intermediate_result.x))
+
+    bounds = so.Bounds([0.0, 2.0, -1.0], [3.0, 2.0, 2.0])
+    res = jl.minimize(rosen(np), np.array([0.5, 0.4, 0.3]), jac="2-point", bounds=bounds,
+                      callback=cb)
+    assert seen and all(s.shape == (3,) and s[1] == 2.0 for s in seen)
+    np.testing.assert_array_equal(seen[-1], res.x)

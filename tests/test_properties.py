@@ -35,7 +35,7 @@ import jaxopt_lsq as jl  # noqa: E402
 
 _COMMON = dict(deadline=None, database=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("jaxopt_lsq_ci", max_examples=12, derandomize=True, **_COMMON)
+settings.register_profile("jaxopt_lsq_ci", max_examples=20, derandomize=True, **_COMMON)
 settings.register_profile("jaxopt_lsq_large", max_examples=300, **_COMMON)
 PROFILE = settings.get_profile(
     "jaxopt_lsq_large" if os.environ.get("JAXOPT_LSQ_HYPOTHESIS") == "large" else "jaxopt_lsq_ci"

@@ -12,7 +12,6 @@ one function share a compiled solve per mode.
 """
 
 import functools
-import warnings
 
 import jax
 import jax.numpy as jnp
