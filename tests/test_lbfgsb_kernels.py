@@ -1,6 +1,5 @@
 """Kernel tests for L-BFGS-B: Cauchy point, free-set Gram, subspace step, line search."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
