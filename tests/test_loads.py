@@ -15,22 +15,23 @@ import pytest
 pytestmark = pytest.mark.skipif(os.environ.get("JAXOPT_LSQ_LOADS") != "1",
                                 reason="opt-in: set JAXOPT_LSQ_LOADS=1")
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "bench"))
-
 LIMIT_GIB = 20.0  # leaves room for the OS and other processes on a 24 GiB machine
 
 
-def test_million_tiny_fits():
+def run_worker(kind, size):
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "bench"))
     from bench_loads import run_worker
 
+    return run_worker(kind, size)
+
+
+def test_million_tiny_fits():
     rec = run_worker("fits", 1_000_000)
     assert rec["converged"] == rec["n"] == 1_000_000
     assert rec["peak_rss_gib"] < LIMIT_GIB
 
 
 def test_lbfgsb_ten_million_variables():
-    from bench_loads import run_worker
-
     rec = run_worker("lbfgsb", 10_000_000)
     assert rec["status"] == 0
     assert 0.1 < rec["active_fraction"] < 0.9
