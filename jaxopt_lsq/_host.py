@@ -107,6 +107,36 @@ def reraise_host_errors():
         raise errors[0]
 
 
+def run_user_callback(callback, *args, **kwargs):
+    """Call a user's ``callback`` on the host; True when the solve should stop.
+
+    ``StopIteration`` asks to stop (SciPy's rule). Any other exception also stops an
+    eager solve, and the facade re-raises it when the solve returns, as SciPy would;
+    inside a user's ``jax.jit`` it propagates (JAX reports it as a runtime error).
+    """
+    try:
+        callback(*args, **kwargs)
+    except StopIteration:
+        return True
+    except Exception as e:  # noqa: BLE001
+        if not _SCOPES:
+            raise
+        _SCOPES[-1].append(e)
+        return True
+    return False
+
+
+def intermediate_result(**fields):
+    """What a callback ``callback(intermediate_result)`` receives: SciPy's
+    ``OptimizeResult`` when SciPy is installed (so ``isinstance`` checks written for
+    SciPy hold), else ours."""
+    try:
+        from scipy.optimize import OptimizeResult
+    except Exception:  # pragma: no cover
+        from ._result import OptimizeResult
+    return OptimizeResult(**fields)
+
+
 def host_call(fun, x, args, kwargs, out_shape, out_dtype, rows=False):
     """Evaluate a NumPy function inside a trace through :func:`jax.pure_callback`.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -19,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._implicit import implicit_solution
-from ._host import host_call, is_tracer, output_struct, reraise_host_errors, split_data
+from ._host import (host_call, intermediate_result, is_tracer, output_struct, reraise_host_errors,
+                    run_user_callback, split_data)
 from ._iterate import iterate
 from ._jacobian import FD_METHODS, fd_evaluations, fd_jacobian, value_and_fd_grad_on_host
 from ._result import OptimizeResult, register_result_kind
@@ -35,11 +37,20 @@ except Exception:  # pragma: no cover
         pass
 
 
+# Codes that only the ``minimize`` facade reports (SciPy's ``minimize`` rewrites the
+# result in these two cases): status 99 after a callback stop, status 0 when every
+# variable is fixed by its bounds.
+_TASK_CALLBACK_MINIMIZE = 599
+_TASK_ALL_FIXED = 900
+
 LBFGSB_MESSAGES = {
     _solver.TASK_PGTOL: "CONVERGENCE: NORM OF PROJECTED GRADIENT <= PGTOL",
     _solver.TASK_FTOL: "CONVERGENCE: RELATIVE REDUCTION OF F <= FACTR*EPSMCH",
     _solver.TASK_MAXFUN: "STOP: TOTAL NO. OF F,G EVALUATIONS EXCEEDS LIMIT",
     _solver.TASK_MAXITER: "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT",
+    _solver.TASK_CALLBACK: "STOP: CALLBACK REQUESTED HALT",
+    _TASK_CALLBACK_MINIMIZE: "`callback` raised `StopIteration`.",
+    _TASK_ALL_FIXED: "All independent variables were fixed by bounds.",
     _solver.TASK_ABNORMAL: "ABNORMAL: ",
     _solver.TASK_NONFINITE_X0: (
         "ABNORMAL: the objective or its gradient is not finite at the initial point"
@@ -78,7 +89,7 @@ class LbfgsInvHessProduct(eqx.Module):
     """The L-BFGS approximate inverse Hessian from the final correction pairs.
 
     Like SciPy's ``LbfgsInvHessProduct``: ``H_0 = I`` and the two-loop recursion of
-    Nocedal [1]_ over the pairs, oldest first. Unlike SciPy it is a pytree (so it can
+    Nocedal [1]_ over the pairs, oldest first; ``rho`` holds ``1 / (s_i^T y_i)``. Unlike SciPy it is a pytree (so it can
     leave ``jax.jit`` and be batched by ``jax.vmap``) rather than a
     ``scipy.sparse.linalg.LinearOperator``; empty slots are zero rows and do nothing.
     ``minimize`` returns one as ``res.hess_inv``.
@@ -105,7 +116,7 @@ class LbfgsInvHessProduct(eqx.Module):
         ``H x`` for ``x`` of shape (n,) or (n, 1).
     matmat(X)
         ``H X`` for ``X`` of shape (n, k).
-    dot(x), x @ ...
+    dot(x), x @ ..., calling it
         ``matvec`` or ``matmat`` by the shape of ``x``.
     todense()
         The dense (n, n) matrix.
@@ -142,10 +153,14 @@ class LbfgsInvHessProduct(eqx.Module):
     def n_corrs(self):
         return jnp.sum(jnp.any(self.sk != 0, axis=-1))
 
+    @property
+    def rho(self):
+        """``1 / (s_i^T y_i)`` per pair (0 for empty slots), as SciPy's attribute."""
+        sy = jnp.einsum("ij,ij->i", self.sk, self.yk)
+        return jnp.where(sy != 0, 1.0 / jnp.where(sy != 0, sy, 1.0), 0.0)
+
     def matmat(self, X):
-        s, y = self.sk, self.yk
-        sy = jnp.einsum("ij,ij->i", s, y)
-        rho = jnp.where(sy != 0, 1.0 / jnp.where(sy != 0, sy, 1.0), 0.0)
+        s, y, rho = self.sk, self.yk, self.rho
         Q = jnp.asarray(X, s.dtype)
         k = s.shape[0]
         alpha = [None] * k
@@ -170,6 +185,10 @@ class LbfgsInvHessProduct(eqx.Module):
         return self.matmat(x) if x.ndim == 2 and x.shape[1] != 1 else self.matvec(x)
 
     def __matmul__(self, x):
+        return self.dot(x)
+
+    def __call__(self, x):
+        # SciPy's LinearOperator: ``H(x)`` is ``H.dot(x)``.
         return self.dot(x)
 
     def todense(self):
@@ -247,26 +266,61 @@ def _as_x0(x0, ravel):
 
 
 def _callback_adapter(callback):
+    """The user's callback as ``host(x, f) -> stop`` (see :func:`run_user_callback`)."""
     if callback is None:
         return None
     try:
         params = set(inspect.signature(callback).parameters)
     except (TypeError, ValueError):
         params = set()
-    if params == {"intermediate_result"}:
-        return lambda x, f: callback(
-            intermediate_result=OptimizeResult(x=np.asarray(x), fun=np.asarray(f))
-        )
-    return lambda x, f: callback(np.asarray(x))
+    by_name = params == {"intermediate_result"}
+
+    def host(x, f):
+        if by_name:
+            res = intermediate_result(x=np.array(x), fun=np.array(f)[()])
+            return run_user_callback(callback, intermediate_result=res)
+        return run_user_callback(callback, np.array(x))
+
+    return host
 
 
-def _packed(fun, jac=None):
+_NOT_SCALAR = "The user-provided objective function must return a scalar value."
+
+
+def _not_a_gradient(shape, n):
+    # SciPy does not check this (a wrong-sized gradient ends in "ABNORMAL"); we say why.
+    return ValueError(f"The gradient must have shape ({n},); the user-provided function "
+                      f"returned shape {tuple(shape)}.")
+
+
+def _check_sizes(f_shape, g_shape, n):
+    """Objective and gradient shapes (None: not known here); SciPy's error first."""
+    if f_shape is not None and int(np.prod(f_shape)) != 1:
+        raise ValueError(_NOT_SCALAR)
+    if g_shape is not None and int(np.prod(g_shape)) != n:
+        raise _not_a_gradient(g_shape, n)
+
+
+def _checked(fun, what, n=None):
+    """A NumPy ``fun`` whose output size is checked on the host (``what``: "f" or "g")."""
+    def checked(x, *a, **k):
+        out = fun(x, *a, **k)
+        _check_sizes(np.shape(out) if what == "f" else None,
+                     np.shape(out) if what == "g" else None, n)
+        return out
+    return checked
+
+
+def _packed(fun, n, jac=None):
     """A NumPy ``(f, g)`` (or ``f`` and ``jac``) as one ``(n + 1,)`` host result."""
     if jac is None:
         def fg(x, *a):
             f, g = fun(x, *a)
+            _check_sizes(np.shape(f), np.shape(g), n)
             return np.concatenate([np.ravel(f), np.ravel(g)])
     else:
+        fun, jac = _checked(fun, "f"), _checked(jac, "g", n)
+
         def fg(x, *a):
             return np.concatenate([np.ravel(fun(x, *a)), np.ravel(jac(x, *a))])
     return fg
@@ -297,16 +351,18 @@ def _make_fg(fun, jac, grad_mode, fun_traced, jac_traced, fd_method, step_kind, 
             if fun_traced:
                 f, g = fun(x, *args)
                 return scalar(f), vector(g)
-            return split(host_call(_packed(fun), x, args, kw, (n + 1,), dtype))
+            return split(host_call(_packed(fun, n), x, args, kw, (n + 1,), dtype))
         return fg
 
     if grad_mode == "jac":  # separate gradient callable
         def fg(x, a):
             _, _, _, args, kw = unpack(a)
             if not fun_traced and not jac_traced:
-                return split(host_call(_packed(fun, jac), x, args, kw, (n + 1,), dtype))
-            f = scalar(fun(x, *args)) if fun_traced else host_call(fun, x, args, kw, (), dtype)
-            g = vector(jac(x, *args)) if jac_traced else host_call(jac, x, args, kw, (n,), dtype)
+                return split(host_call(_packed(fun, n, jac), x, args, kw, (n + 1,), dtype))
+            f = (scalar(fun(x, *args)) if fun_traced
+                 else host_call(_checked(fun, "f"), x, args, kw, (), dtype))
+            g = (vector(jac(x, *args)) if jac_traced
+                 else host_call(_checked(jac, "g", n), x, args, kw, (n,), dtype))
             return f, g
         return fg
 
@@ -322,7 +378,8 @@ def _make_fg(fun, jac, grad_mode, fun_traced, jac_traced, fd_method, step_kind, 
         rel = step if step_kind == "rel" else None
         abs_ = step if step_kind == "abs" else None
         if not fun_traced:
-            return value_and_fd_grad_on_host(fun, x, args, kw, fd_method, rel, lower, upper,
+            return value_and_fd_grad_on_host(_checked(fun, "f"), x, args, kw, fd_method, rel,
+                                             lower, upper,
                                              bounded, abs_)
         f1 = lambda v: jnp.reshape(fun(v, *args), (1,)).astype(dtype)  # noqa: E731
         f0 = f1(x)
@@ -460,7 +517,14 @@ def _minimize_lbfgsb(
         fun_traced = isinstance(out, (tuple, list)) and len(out) == 2
     else:
         fun_traced = out is not None
-    jac_traced = grad_mode == "jac" and output_struct(jac, x_struct, args) is not None
+    jac_out = output_struct(jac, x_struct, args) if grad_mode == "jac" else None
+    jac_traced = jac_out is not None
+    if grad_mode == "fg":
+        if fun_traced:
+            _check_sizes(out[0].shape, out[1].shape, n)
+    else:
+        _check_sizes(out.shape if fun_traced else None,
+                     jac_out.shape if jac_traced else None, n)
     if grad_mode == "auto" and fun_traced:
         fd_method, step_kind, step = None, None, None
     if step is not None:
@@ -638,10 +702,114 @@ def minimize(
         isinstance(jac, str) and jac in FD_METHODS
     ):
         jac = None
-    return _minimize_lbfgsb(
-        fun, x0, args=args, jac=jac, bounds=bounds, callback=callback,
-        _check_bounds=_check_minimize_bounds, _ravel=False, **options,
-    )
+    kw = dict(args=args, jac=jac, callback=callback, _check_bounds=_check_minimize_bounds,
+              _ravel=False, **options)
+    fixed = None
+    if bounds is not None:
+        x0 = _as_x0(x0, False)
+        lb, ub = _check_minimize_bounds(bounds, x0.shape[0])
+        fixed = lb == ub
+        if fixed.all():
+            return _all_fixed_result(fun, x0, lb, args, jac)
+    if fixed is not None and fixed.any() and not callable(jac) and jac is not True:
+        res = _minimize_without_fixed(fun, x0, lb, ub, fixed, **kw)
+    else:
+        res = _minimize_lbfgsb(fun, x0, bounds=bounds, **kw)
+    return _callback_stop_as_minimize(res)
+
+
+# ----------------------------------------------------------------------------------
+# What SciPy's ``minimize`` adds around L-BFGS-B
+# ----------------------------------------------------------------------------------
+
+
+def _callback_stop_as_minimize(res):
+    """``minimize`` reports a callback stop as status 99 (``fmin_l_bfgs_b``: 2)."""
+    task = res["task_code"]
+    stop = task == _solver.TASK_CALLBACK
+    if isinstance(task, int):
+        if not stop:
+            return res
+        status, task = 99, _TASK_CALLBACK_MINIMIZE
+    else:
+        status = jnp.where(stop, 99, res["status"])
+        task = jnp.where(stop, _TASK_CALLBACK_MINIMIZE, task)
+    fields = {k: v for k, v in res.items() if k not in OptimizeResult._DERIVED}
+    fields.update(status=status, task_code=task)
+    return OptimizeResult(_kind="lbfgsb", **fields)
+
+
+def _all_fixed_result(fun, x0, lb, args, jac):
+    """Every variable fixed by ``lb == ub``: SciPy evaluates ``fun`` once and returns."""
+    traced = is_tracer(x0, args)
+    xp = jnp if traced else np
+    x = xp.asarray(lb, x0.dtype)
+    f = fun(x, *(args if isinstance(args, tuple) else (args,)))
+    if jac is True:
+        f = f[0]
+    f = xp.asarray(f, x0.dtype).reshape(())
+    f = f if traced else f[()]
+    return OptimizeResult(_kind="lbfgsb", x=x, fun=f, nfev=1, njev=0, nhev=0, status=0,
+                          task_code=_TASK_ALL_FIXED)
+
+
+class _Embed(eqx.Module):
+    """Puts the free variables back among the fixed ones (lb == ub)."""
+
+    n: int = eqx.field(static=True)
+    free: tuple = eqx.field(static=True)
+    fixed: tuple = eqx.field(static=True)
+    values: tuple = eqx.field(static=True)
+
+    def __call__(self, v, fill=None):
+        values = self.values if fill is None else (fill,) * len(self.fixed)
+        free, fixed = list(self.free), list(self.fixed)
+        if isinstance(v, np.ndarray):
+            out = np.empty(v.shape[:-1] + (self.n,), v.dtype)
+            out[..., free] = v
+            out[..., fixed] = values
+            return out
+        v = jnp.asarray(v)
+        out = jnp.zeros(v.shape[:-1] + (self.n,), v.dtype)
+        return out.at[..., jnp.asarray(free)].set(v).at[..., jnp.asarray(fixed)].set(
+            jnp.asarray(values, v.dtype))
+
+
+class _OnFree(eqx.Module):
+    """``fun`` (or ``callback``) of the free variables only.
+
+    Compares equal for equal contents, so repeated calls reuse the compiled solve (the
+    fixed values are part of its key: new values compile anew).
+    """
+
+    fun: Any = eqx.field(static=True)
+    embed: _Embed = eqx.field(static=True)
+
+    @property
+    def __signature__(self):
+        return inspect.signature(self.fun)
+
+    def __call__(self, *args, **kwargs):
+        if "intermediate_result" in kwargs:  # a callback that takes the result
+            r = kwargs.pop("intermediate_result")
+            r["x"] = self.embed(r["x"])
+            return self.fun(intermediate_result=r)
+        return self.fun(self.embed(args[0]), *args[1:], **kwargs)
+
+
+def _minimize_without_fixed(fun, x0, lb, ub, fixed, callback=None, **kw):
+    """SciPy's rule: with finite differences, variables fixed by ``lb == ub`` are
+    removed from the problem; the result gives them ``jac = nan`` and no ``hess_inv``."""
+    embed = _Embed(x0.shape[0], tuple(np.flatnonzero(~fixed).tolist()),
+                   tuple(np.flatnonzero(fixed).tolist()), tuple(lb[fixed].tolist()))
+    free = np.asarray(embed.free)
+    cb = None if callback is None else _OnFree(callback, embed)
+    res = _minimize_lbfgsb(_OnFree(fun, embed), x0[free], callback=cb,
+                           bounds=np.stack([lb[free], ub[free]], axis=1), **kw)
+    res["x"] = embed(res["x"])
+    res["jac"] = embed(res["jac"], fill=np.nan)
+    res["hess_inv"] = None
+    return res
 
 
 def fmin_l_bfgs_b(

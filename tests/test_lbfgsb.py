@@ -417,3 +417,109 @@ def test_callback_and_new_data_reuse_the_compiled_solve():
     jl.minimize(f, np.zeros(3), args=(A, rng.standard_normal(12)), callback=cb)
     assert facade._compiled_solve.cache_info().misses == misses
     assert seen
+
+
+# --- what SciPy's minimize adds around L-BFGS-B (found by SciPy's own test suite) -----
+def _stop_at(k, by_name):
+    calls = []
+
+    def cb_x(xk):
+        calls.append(1)
+        if len(calls) == k:
+            raise StopIteration
+
+    def cb_res(intermediate_result):
+        assert isinstance(intermediate_result, so.OptimizeResult)
+        cb_x(intermediate_result.x)
+
+    return cb_res if by_name else cb_x
+
+
+@pytest.mark.parametrize("by_name", [False, True])
+def test_callback_stop_iteration_like_scipy(by_name):
+    f = rosen(jnp)
+    res = jl.minimize(f, np.full(5, 1.1), callback=_stop_at(4, by_name))
+    ref = so.minimize(rosen(np), np.full(5, 1.1), jac=lambda x: np.asarray(jax.grad(f)(x)),
+                      method="L-BFGS-B", callback=_stop_at(4, by_name))
+    assert (res.status, res.message, res.nit, res.success) == (
+        ref.status, ref.message, ref.nit, ref.success) == (
+        99, "`callback` raised `StopIteration`.", 4, False)
+    limited = jl.minimize(f, np.full(5, 1.1), options=dict(maxiter=4))
+    np.testing.assert_array_equal(res.x, limited.x)
+    x, fx, d = jl.fmin_l_bfgs_b(f, np.full(5, 1.1), fprime=jax.grad(f),
+                                callback=_stop_at(4, False))
+    xs, fs, ds = so.fmin_l_bfgs_b(rosen(np), np.full(5, 1.1),
+                                  fprime=lambda x: np.asarray(jax.grad(f)(x)),
+                                  callback=_stop_at(4, False))
+    assert (d["warnflag"], d["task"], d["nit"]) == (ds["warnflag"], ds["task"], ds["nit"])
+    out = jax.jit(lambda x0: jl.minimize(f, x0, callback=_stop_at(4, by_name)))(
+        jnp.full(5, 1.1))
+    assert int(out.status) == 99 and int(out.nit) == 4
+
+
+def test_callback_exception_propagates_like_scipy():
+    def cb(xk):
+        raise KeyError("from the callback")
+
+    for solve in (lambda: jl.minimize(rosen(jnp), np.zeros(3), callback=cb),
+                  lambda: so.minimize(rosen(np), np.zeros(3), method="L-BFGS-B",
+                                      callback=cb)):
+        with pytest.raises(KeyError, match="from the callback"):
+            solve()
+
+
+@pytest.mark.parametrize("jac", [None, "2-point", "grad"])
+def test_variables_fixed_by_equal_bounds_like_scipy(jac):
+    """SciPy removes variables with lb == ub when it differentiates numerically."""
+    lb = np.array([0.0, 2.0, -1.0, -1.0])
+    ub = np.array([3.0, 2.0, 2.0, -1.0])
+    x0 = np.array([0.6, 0.4, 0.3, 0.2])
+    grad = (lambda x: np.asarray(jax.grad(rosen(jnp))(x))) if jac == "grad" else jac
+    def rosen_host(x):  # float() of a tracer fails: runs on the host, like SciPy's
+        return float(rosen(np)(np.asarray(x)))
+
+    res = jl.minimize(rosen_host, x0, jac=grad, bounds=so.Bounds(lb, ub))
+    ref = so.minimize(rosen(np), x0, jac=grad, method="L-BFGS-B", bounds=so.Bounds(lb, ub))
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-6)
+    np.testing.assert_array_equal(np.isnan(res.jac), np.isnan(ref.jac))
+    assert (res.hess_inv is None) == (ref.hess_inv is None)
+    assert res.nfev == ref.nfev and res.nit == ref.nit and res.message == ref.message
+    # traced: the same result from inside jit
+    out = jax.jit(lambda x0: jl.minimize(rosen(jnp), x0, jac=grad if jac != "grad" else None,
+                                         bounds=so.Bounds(lb, ub)))(jnp.asarray(x0))
+    np.testing.assert_allclose(np.asarray(out.x), ref.x, rtol=1e-5)
+
+
+def test_all_variables_fixed_like_scipy():
+    def f(x, p=1.0):
+        return float(np.linalg.norm(x)) + p
+
+    res = jl.minimize(f, (1.0, 3.0), bounds=[(1, 1), (2, 2)], args=(2.0,))
+    ref = so.minimize(f, (1.0, 3.0), bounds=[(1, 1), (2, 2)], args=(2.0,), method="L-BFGS-B")
+    assert (res.message, res.success, res.nfev, res.njev) == (
+        ref.message, ref.success, ref.nfev, ref.njev)
+    np.testing.assert_allclose(res.fun, ref.fun)
+    np.testing.assert_array_equal(res.x, ref.x)
+
+
+def test_hess_inv_is_callable_and_has_rho_like_scipy():
+    res = jl.minimize(rosen(jnp), np.zeros(3), options=dict(maxiter=4))
+    h = res.hess_inv
+    nc = int(h.n_corrs)
+    ref = so.LbfgsInvHessProduct(np.asarray(h.sk)[:nc], np.asarray(h.yk)[:nc])
+    v = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(np.asarray(h(v)), ref(v), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(h.rho)[:nc], ref.rho, rtol=1e-12)
+
+
+def test_fixed_variables_callback_sees_every_variable():
+    seen = []
+
+    def cb(intermediate_result):
+        seen.append(np.array(intermediate_result.x))
+
+    bounds = so.Bounds([0.0, 2.0, -1.0], [3.0, 2.0, 2.0])
+    res = jl.minimize(rosen(np), np.array([0.5, 0.4, 0.3]), jac="2-point", bounds=bounds,
+                      callback=cb)
+    assert seen and all(s.shape == (3,) and s[1] == 2.0 for s in seen)
+    np.testing.assert_array_equal(seen[-1], res.x)

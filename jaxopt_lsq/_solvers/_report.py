@@ -3,7 +3,8 @@
 All of it runs on the host through JAX callbacks, so it works the same in an eager call
 and inside a user's ``jax.jit``: ``verbose`` prints SciPy's iteration table and summary
 for ``least_squares``, ``callback`` receives SciPy's ``intermediate_result`` (or ``x``)
-after each iteration and may stop the solve by raising ``StopIteration``, and
+after each iteration and may stop the solve by raising ``StopIteration`` (any other
+exception stops an eager solve and is re-raised by the facade), and
 :class:`LbfgsbLog` prints the L-BFGS-B iteration log of the Fortran code for
 ``iprint >= 0``.
 """
@@ -65,21 +66,16 @@ def _wants_intermediate_result(callback):
 
 def call_user_callback(callback, state):
     """Call ``callback`` on the host; returns a traced bool: stop requested."""
-    from .._result import OptimizeResult
+    from .._host import intermediate_result, run_user_callback
 
     by_name = _wants_intermediate_result(callback)
 
     def host(x, f, nit, nfev, cost):
-        res = OptimizeResult(x=np.array(x), fun=np.array(f), nit=int(nit), nfev=int(nfev), _kind="least_squares")
-        res["cost"] = float(cost)
-        try:
-            if by_name:
-                callback(intermediate_result=res)
-            else:
-                callback(np.copy(res.x))
-        except StopIteration:
-            return np.asarray(True)
-        return np.asarray(False)
+        if by_name:
+            res = intermediate_result(x=np.array(x), fun=np.array(f), nit=int(nit), nfev=int(nfev),
+                                      cost=float(cost))
+            return np.asarray(run_user_callback(callback, intermediate_result=res))
+        return np.asarray(run_user_callback(callback, np.array(x)))
 
     return io_callback(
         host, jax.ShapeDtypeStruct((), jnp.bool_), state.x, state.f_true, state.nit, state.nfev, state.cost, ordered=False

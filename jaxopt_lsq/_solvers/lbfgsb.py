@@ -17,6 +17,7 @@ task   status  meaning
 402    0       relative reduction of f <= factr * eps
 502    1       function evaluations exceed maxfun
 504    1       iterations reached maxiter
+505    2       the callback raised StopIteration
 800    2       line search failed with an empty memory (SciPy's "ABNORMAL")
 801    2       f or g not finite at the starting point
 802    2       line search failed; f or g was not finite at a trial point
@@ -30,7 +31,9 @@ from typing import Any, Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jax.experimental import io_callback
 
 from .._iterate import AbstractSolver
 from .._result import RUNNING
@@ -41,6 +44,7 @@ TASK_PGTOL = 401
 TASK_FTOL = 402
 TASK_MAXFUN = 502
 TASK_MAXITER = 504
+TASK_CALLBACK = 505
 TASK_ABNORMAL = 800
 TASK_NONFINITE_X0 = 801
 TASK_NONFINITE_LS = 802
@@ -97,7 +101,8 @@ class LbfgsbSolver(AbstractSolver):
     bounded: bool = eqx.field(static=True)
     gcp_chunk: Any = eqx.field(static=True, default=None)
     gram_update_size: Any = eqx.field(static=True, default=None)
-    callback: Any = eqx.field(static=True, default=None)  # host fn(x, f) per iteration
+    # host fn(x, f) per iteration; returns True to stop (the user raised StopIteration)
+    callback: Any = eqx.field(static=True, default=None)
 
     @property
     def max_steps(self) -> int:
@@ -341,14 +346,29 @@ class LbfgsbSolver(AbstractSolver):
             status=status, task=task,
         )
         if self.callback is not None:
-            cb = self.callback
-
-            def _notify(flag, xk, fk):
-                if bool(flag):
-                    cb(xk, fk)
-
-            jax.debug.callback(_notify, accepted, x, f)
+            new = self._call_back(new, accepted)
         return new
+
+    def _call_back(self, s: LbfgsbState, accepted):
+        """The user's callback after an accepted step; it may stop the solve.
+
+        As in SciPy, a stop request yields to the iteration and evaluation limits
+        (checked after it) and pre-empts the convergence tests (which SciPy's Fortran
+        code would run only on its next call).
+        """
+        cb = self.callback
+
+        def host(flag, xk, fk):
+            return np.asarray(bool(flag) and bool(cb(xk, fk)))
+
+        stop = io_callback(host, jax.ShapeDtypeStruct((), jnp.bool_), accepted, s.x, s.f,
+                           ordered=False)
+        stop = stop & accepted & (s.task != TASK_MAXFUN) & (s.task != TASK_MAXITER)
+        return eqx.tree_at(
+            lambda t: (t.status, t.task), s,
+            (jnp.where(stop, 2, s.status).astype(jnp.int32),
+             jnp.where(stop, TASK_CALLBACK, s.task).astype(jnp.int32)),
+        )
 
     def terminate(self, state):
         return state.status != RUNNING

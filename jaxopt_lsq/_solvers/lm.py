@@ -184,7 +184,10 @@ class LM(AbstractSolver):
         # Radius and parameter update (MINPACK lmder, label 240-260).
         shrink = ratio <= 0.25
         temp = jnp.where(actred >= 0, 0.5, 0.5 * _safe_div(dirder, dirder + 0.5 * actred))
-        temp = jnp.where((0.1 * fnorm1 >= fnorm) | (temp < 0.1), 0.1, temp)
+        # MINPACK's ``enorm`` of a vector with two or more infinite entries is NaN (inf/inf
+        # in its scaled sum), and NaN fails the comparison below where inf passes it.
+        fnorm1_mp = jnp.where(jnp.sum(jnp.isinf(f_new)) >= 2, jnp.nan, fnorm1)
+        temp = jnp.where((0.1 * fnorm1_mp >= fnorm) | (temp < 0.1), 0.1, temp)
         grow = ~shrink & ((par == 0) | (ratio >= 0.75))
         Delta = jnp.where(shrink, temp * jnp.minimum(Delta, pnorm / 0.1), jnp.where(grow, pnorm / 0.5, Delta))
         par = jnp.where(shrink, par / temp, jnp.where(grow, 0.5 * par, par))
