@@ -131,6 +131,23 @@ def test_free_gram_update_matches_full():
     assert not bool(ok)
 
 
+def test_blocked_gram_and_staged_refresh_match_masked_product():
+    rng = np.random.default_rng(4)
+    n, m = 50, 3
+    mem = _memory(rng, n, m, 4)
+    f0 = jnp.asarray(rng.uniform(size=n) < 0.5)
+    g0 = K.free_gram_full(mem, f0, block=None)
+    # 13 panels of 4 columns; the last one is shifted back and masks what was counted.
+    np.testing.assert_allclose(np.asarray(K.free_gram_full(mem, f0, block=4)),
+                               np.asarray(g0), atol=1e-10)
+    # size 1: stages of 1 and 16 changed variables, then the full product.
+    for k in (1, 10, 30):
+        f1 = f0.at[:k].set(~f0[:k])
+        np.testing.assert_allclose(np.asarray(K.free_gram_refresh(mem, g0, f0, f1, 1)),
+                                   np.asarray(K.free_gram_full(mem, f1, block=None)),
+                                   atol=1e-10)
+
+
 @pytest.mark.parametrize("size", [1, 4, 16, 64])
 def test_select_smallest_with_ties(size):
     rng = np.random.default_rng(size)

@@ -620,10 +620,36 @@ def subspace_minimization(x, g, lower, upper, xc, c, free, mem: Memory, M, gram_
     return jnp.where(has_pairs & jnp.any(free), xbar, xc)
 
 
-def free_gram_full(mem: Memory, free):
-    """``[Y S]^T diag(free) [Y S]`` by one masked product (O(m^2 n) flops)."""
-    bf = jnp.where(free[None, :], mem.buf, 0.0)
-    return jnp.matmul(bf, mem.buf.T, precision=_HI)
+#: Columns per panel of the blocked Gram product (a ``2m x GRAM_BLOCK`` panel stays in
+#: cache). On CPU this runs 3-5x faster than one ``(2m x n) @ (n x 2m)`` product.
+GRAM_BLOCK = 512
+
+
+def free_gram_full(mem: Memory, free, block=GRAM_BLOCK):
+    """``[Y S]^T diag(free) [Y S]`` (O(m^2 n) flops).
+
+    One masked product for small ``n``; for ``n >= 8 * block`` a loop over column
+    panels of ``block`` columns (the last panel is shifted back to end at ``n`` and
+    masks the columns already counted), which avoids materialising the masked
+    buffer and keeps each panel in cache.
+    """
+    buf = mem.buf
+    n = free.shape[0]
+    if block is None or n < 8 * block:
+        bf = jnp.where(free[None, :], buf, 0.0)
+        return jnp.matmul(bf, buf.T, precision=_HI)
+    n_panels = -(-n // block)
+    cols = jnp.arange(block, dtype=jnp.int32)
+
+    def panel(k, acc):
+        start = jnp.minimum(k * block, n - block)
+        b = lax.dynamic_slice_in_dim(buf, start, block, axis=1)
+        keep = lax.dynamic_slice_in_dim(free, start, block) & (start + cols >= k * block)
+        bm = jnp.where(keep[None, :], b, 0.0)
+        return acc + lax.dot_general(bm, b, (((1,), (1,)), ((), ())), precision=_HI)
+
+    twom = buf.shape[0]
+    return lax.fori_loop(0, n_panels, panel, jnp.zeros((twom, twom), buf.dtype))
 
 
 def free_gram_update(mem: Memory, gram, free_old, free_new, size):
@@ -643,6 +669,28 @@ def free_gram_update(mem: Memory, gram, free_old, free_new, size):
     cols = mem.buf[:, safe]  # (2m, size)
     upd = jnp.matmul(cols * sign[None, :], cols.T, precision=_HI)
     return gram + upd, n_changed <= size
+
+
+def free_gram_refresh(mem: Memory, gram, free_old, free_new, size):
+    """``gram`` for the free set ``free_new``, given it for ``free_old``.
+
+    The cheapest of: a rank-``k`` update (:func:`free_gram_update`) with a buffer of
+    ``size``, ``16 size`` or ``128 size`` columns (the smallest that holds the ``k``
+    changed variables), else the blocked product :func:`free_gram_full`. Usually few
+    variables change (the update costs O(m^2 k)); after the first iterations of a
+    large problem many can (e.g. a third of them hit a bound at once).
+    """
+    n = free_new.shape[0]
+    sizes = [s for s in (size, 16 * size, 128 * size) if 2 * s < n]
+    n_changed = jnp.sum(free_old != free_new, dtype=jnp.int32)
+    branches = [
+        (lambda ops, s=s: free_gram_update(mem, ops[0], ops[1], ops[2], s)[0]) for s in sizes
+    ]
+    branches.append(lambda ops: free_gram_full(mem, ops[2]))
+    if len(branches) == 1:
+        return branches[0]((gram, free_old, free_new))
+    index = sum((n_changed > s).astype(jnp.int32) for s in sizes)
+    return lax.switch(index, branches, (gram, free_old, free_new))
 
 
 # ---------------------------------------------------------------------------------

@@ -124,12 +124,7 @@ class LbfgsbSolver(AbstractSolver):
             if self.gram_update_size is None:
                 gram = K.free_gram_full(mem, free)
             else:
-                gram_inc, inc_ok = K.free_gram_update(
-                    mem, gram, free_prev, free, self.gram_update_size
-                )
-                gram = lax.cond(
-                    inc_ok, lambda: gram_inc, lambda: K.free_gram_full(mem, free)
-                )
+                gram = K.free_gram_refresh(mem, gram, free_prev, free, self.gram_update_size)
             free_prev = free
         else:
             xc = x
