@@ -148,6 +148,19 @@ def test_blocked_gram_and_staged_refresh_match_masked_product():
                                    atol=1e-10)
 
 
+@pytest.mark.parametrize("n,size", [(300, 7), (5000, 5), (5003, 19)])
+def test_compact_indices_matches_nonzero(n, size):
+    """Both the one-level count and the two-level (blocks) one: the first ``size``."""
+    rng = np.random.default_rng(n + size)
+    compact = jax.jit(K.compact_indices, static_argnums=1)
+    for p in (0.0, 0.001, 0.01, 0.3):
+        mask = rng.uniform(size=n) < p
+        want = np.full(size, n)
+        nz = np.flatnonzero(mask)[:size]
+        want[: nz.size] = nz
+        np.testing.assert_array_equal(np.asarray(compact(jnp.asarray(mask), size)), want)
+
+
 @pytest.mark.parametrize("size", [1, 4, 16, 64])
 def test_select_smallest_with_ties(size):
     rng = np.random.default_rng(size)
