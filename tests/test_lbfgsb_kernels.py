@@ -177,6 +177,43 @@ def test_select_smallest_with_ties(size):
         assert tk[valid].max() <= t[rest].min()
 
 
+@pytest.mark.parametrize("size", [1, 3, 8])
+def test_select_smallest_stages_take_each_entry_once(size):
+    """Chained stages (each leaves out what the last took) with many ties."""
+    rng = np.random.default_rng(10 + size)
+    t = rng.choice([0.5, 1.0, 2.0], size=30)
+    t[rng.uniform(size=30) < 0.2] = np.inf
+    taken, last, above = [], 0.0, None
+    for _ in range(40):
+        idx, tk, above = K.select_smallest(jnp.asarray(t), size, above, return_above=True)
+        idx, tk = np.asarray(idx), np.asarray(tk)
+        valid = idx < 30
+        if not valid.any():
+            break
+        assert tk[valid].min() >= last
+        last = tk[valid].max()
+        taken += list(idx[valid])
+    assert sorted(taken) == list(np.flatnonzero(np.isfinite(t)))
+
+
+def test_cauchy_point_stages_with_tied_breakpoints():
+    rng = np.random.default_rng(11)
+    n, m = 60, 4
+    mem = _memory(rng, n, m, 5)
+    lower, upper = -np.ones(n), np.ones(n)
+    x = np.zeros(n)
+    g = rng.choice([-2.0, -1.0, 1.0, 2.0], n)  # breakpoints 0.5 and 1.0, 30 each
+    M, _ = K.middle_matrix(mem)
+    xr, cr, freer, tr = K.cauchy_point_reference(x, g, lower, upper, mem, M)
+    for chunk in (2, 7):
+        xc, c, free, t = K.cauchy_point(jnp.asarray(x), jnp.asarray(g), jnp.asarray(lower),
+                                        jnp.asarray(upper), mem, M, chunk=chunk)
+        np.testing.assert_allclose(float(t), tr, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(xc), xr, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(c), cr, rtol=1e-8, atol=1e-10)
+        np.testing.assert_array_equal(np.asarray(free), freer)
+
+
 def _run_line_search(phi, stp0, stpmax=1e10, maxls=30):
     f0, g0 = phi(0.0)
     ls = K.dcsrch_start(jnp.asarray(f0), jnp.asarray(g0), jnp.asarray(stp0), 0.0, stpmax)
