@@ -372,16 +372,20 @@ def select_smallest(t_work, size, above=None, return_above=False):
     call took, so stages need no modified copy of ``t_work``.
     """
     n = t_work.shape[0]
-    bits = _float_bits(t_work)
-    finite = _remaining(t_work, bits, above)
+    finite = _remaining(t_work, _float_bits(t_work), above)
     n_fin = jnp.sum(finite, dtype=jnp.int32)
-    hi0 = jnp.max(jnp.where(finite, bits, jnp.zeros_like(bits)))
+    hi0 = _float_bits(jnp.max(jnp.where(finite, t_work, 0.0)))
     # Nothing left lies at or below ``above``'s threshold minus one (bit patterns of
     # positive floats are positive).
     lo0 = jnp.zeros_like(hi0) if above is None else jnp.maximum(above[0] - 1, 0)
 
+    def le(b):
+        # For non-negative floats the order of bit patterns is the order of values, so
+        # the probes compare values (no integer copy of t_work is made).
+        return finite & (t_work <= lax.bitcast_convert_type(b, t_work.dtype))
+
     def count_le(b):
-        return jnp.sum(finite & (bits <= b), dtype=jnp.int32)
+        return jnp.sum(le(b), dtype=jnp.int32)
 
     def cond(c):
         lo, hi, c_lo = c
@@ -400,7 +404,7 @@ def select_smallest(t_work, size, above=None, return_above=False):
 
     lo, hi, c_lo = lax.while_loop(cond, body, (lo0, hi0, jnp.asarray(0, jnp.int32)))
     thr = jnp.where(n_fin <= size, hi0, jnp.where(c_lo > 0, lo, hi))
-    idx = compact_indices(finite & (bits <= thr), size)
+    idx = compact_indices(le(thr), size)
     tk = jnp.where(idx < n, t_work[jnp.minimum(idx, n - 1)], jnp.inf)
     order = jnp.argsort(tk)
     if not return_above:
