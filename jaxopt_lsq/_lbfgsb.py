@@ -427,16 +427,25 @@ def _compiled_solve(config):
 
     solution = implicit_solution(run, cost, fields, lambda theta: (theta[0], theta[1]), at_bounds)
 
+    split = n > LARGE_N
+
     def run_packed(packed, dyn):
-        # Eager calls: one buffer to the device (x0, bounds, step) and one back.
-        x0, lower, upper = packed[:n], packed[n : 2 * n], packed[2 * n : 3 * n]
-        step = packed[3 * n :] if step_kind is not None else None
+        # Eager calls: one buffer to the device (x0, bounds, step) and one back. Large
+        # problems skip the packing (copies of n-sized arrays, and of the 2 m n
+        # correction pairs, cost more than the transfers they save).
+        if split:
+            x0, lower, upper, step = packed
+        else:
+            x0, lower, upper = packed[:n], packed[n : 2 * n], packed[2 * n : 3 * n]
+            step = packed[3 * n :] if step_kind is not None else None
         out = run(x0, (lower, upper, step, dyn))
         ints = jnp.stack([out[k].astype(jnp.int32) for k in _INT_FIELDS])
         # int32 counters travel exactly: as float64 values, or bit for bit in float32.
         if dtype == jnp.float32:
             ints = jax.lax.bitcast_convert_type(ints, jnp.float32)
-        return jnp.concatenate([ints.astype(dtype)] + [jnp.ravel(out[k]) for k in _FLOAT_FIELDS])
+        fields = _FLOAT_FIELDS[:3] if split else _FLOAT_FIELDS
+        flat = jnp.concatenate([ints.astype(dtype)] + [jnp.ravel(out[k]) for k in fields])
+        return (flat, out["sk"], out["yk"]) if split else flat
 
     return jax.jit(solution), jax.jit(run_packed)
 
@@ -447,15 +456,24 @@ _INT_FIELDS = ("nfev", "njev", "nit", "status", "task_code")
 
 
 def _unpack(packed, n, m):
-    """Eager results as SciPy gives them: NumPy arrays, a NumPy float, Python ints."""
+    """Eager results as SciPy gives them: NumPy arrays, a NumPy float, Python ints.
+
+    ``packed`` is one flat array, or for large problems ``(flat, sk, yk)`` (the
+    correction pairs then stay JAX arrays).
+    """
+    split = isinstance(packed, tuple)
+    if split:
+        packed, sk, yk = packed
+        packed = np.asarray(packed)
     k = len(_INT_FIELDS)
     ints = packed[:k].view(np.int32) if packed.dtype == np.float32 else packed[:k]
     floats = packed[k:]
     x = floats[:n].copy()
     fun = floats[n]
     jac = floats[n + 1 : 2 * n + 1].copy()
-    sk = floats[2 * n + 1 : 2 * n + 1 + m * n].reshape(m, n)
-    yk = floats[2 * n + 1 + m * n :].reshape(m, n)
+    if not split:
+        sk = floats[2 * n + 1 : 2 * n + 1 + m * n].reshape(m, n)
+        yk = floats[2 * n + 1 + m * n :].reshape(m, n)
     nfev, njev, nit, status, task = (int(v) for v in ints)
     return dict(x=x, fun=fun, jac=jac, nfev=nfev, njev=njev, nit=nit, status=status,
                 task_code=task), sk, yk
@@ -551,10 +569,15 @@ def _minimize_lbfgsb(
         sk, yk = out.pop("sk"), out.pop("yk")
         out.pop("n_corrs")
     else:
-        parts = [x0, lower, upper] if step is None else [x0, lower, upper, step]
-        packed = np.concatenate(parts)
+        if n > LARGE_N:
+            packed = (x0, lower, upper, step)
+        else:
+            parts = [x0, lower, upper] if step is None else [x0, lower, upper, step]
+            packed = np.concatenate(parts)
         with reraise_host_errors():  # a NumPy fun that raised: re-raise it, as SciPy does
-            out, sk, yk = _unpack(np.asarray(solve_packed(packed, dyn)), n, int(maxcor))
+            res = solve_packed(packed, dyn)
+            res = res if isinstance(res, tuple) else np.asarray(res)
+            out, sk, yk = _unpack(res, n, int(maxcor))
     return OptimizeResult(_kind="lbfgsb", hess_inv=LbfgsInvHessProduct(sk, yk), **out)
 
 

@@ -125,6 +125,24 @@ def test_large_n_code_paths_agree_with_small_n_paths():
     assert int(a.nit) == int(b.nit)
 
 
+def test_large_problem_matches_scipy():
+    """n above ``LARGE_N``: sort-free Cauchy point, staged Gram updates, unpacked I/O."""
+    n = facade.LARGE_N + 904
+    rng = np.random.default_rng(5)
+    c = rng.uniform(-1.5, 1.5, n)
+    bounds = [(-0.5, 0.5)] * n
+    res = jl.minimize(coupled_quadratic(jnp), np.zeros(n), args=(c,), bounds=bounds)
+    ref = scipy_solve(coupled_quadratic(np), coupled_quadratic(jnp), np.zeros(n), args=(c,),
+                      bounds=bounds)
+    assert_close_to_scipy(res, ref)
+    assert np.all(np.abs(np.asarray(res.x)) <= 0.5)
+    # The pairs come back as (m, n) arrays, newest last: H satisfies its secant equation.
+    sk, yk = np.asarray(res.hess_inv.sk), np.asarray(res.hess_inv.yk)
+    assert sk.shape == yk.shape == (10, n)
+    np.testing.assert_allclose(np.asarray(res.hess_inv.matvec(yk[-1])), sk[-1],
+                               atol=1e-8 * np.abs(sk[-1]).max())
+
+
 def test_limits_and_messages_match_scipy():
     x0 = np.zeros(10)
     for opts in [dict(maxiter=3), dict(maxfun=5)]:

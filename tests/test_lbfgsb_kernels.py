@@ -131,6 +131,36 @@ def test_free_gram_update_matches_full():
     assert not bool(ok)
 
 
+def test_blocked_gram_and_staged_refresh_match_masked_product():
+    rng = np.random.default_rng(4)
+    n, m = 50, 3
+    mem = _memory(rng, n, m, 4)
+    f0 = jnp.asarray(rng.uniform(size=n) < 0.5)
+    g0 = K.free_gram_full(mem, f0, block=None)
+    # 13 panels of 4 columns; the last one is shifted back and masks what was counted.
+    np.testing.assert_allclose(np.asarray(K.free_gram_full(mem, f0, block=4)),
+                               np.asarray(g0), atol=1e-10)
+    # size 1: stages of 1 and 16 changed variables, then the full product.
+    for k in (1, 10, 30):
+        f1 = f0.at[:k].set(~f0[:k])
+        np.testing.assert_allclose(np.asarray(K.free_gram_refresh(mem, g0, f0, f1, 1)),
+                                   np.asarray(K.free_gram_full(mem, f1, block=None)),
+                                   atol=1e-10)
+
+
+@pytest.mark.parametrize("n,size", [(300, 7), (5000, 5), (5003, 19)])
+def test_compact_indices_matches_nonzero(n, size):
+    """Both the one-level count and the two-level (blocks) one: the first ``size``."""
+    rng = np.random.default_rng(n + size)
+    compact = jax.jit(K.compact_indices, static_argnums=1)
+    for p in (0.0, 0.001, 0.01, 0.3):
+        mask = rng.uniform(size=n) < p
+        want = np.full(size, n)
+        nz = np.flatnonzero(mask)[:size]
+        want[: nz.size] = nz
+        np.testing.assert_array_equal(np.asarray(compact(jnp.asarray(mask), size)), want)
+
+
 @pytest.mark.parametrize("size", [1, 4, 16, 64])
 def test_select_smallest_with_ties(size):
     rng = np.random.default_rng(size)
@@ -145,6 +175,43 @@ def test_select_smallest_with_ties(size):
     rest = np.setdiff1d(np.arange(40)[np.isfinite(t)], idx[valid])
     if rest.size:
         assert tk[valid].max() <= t[rest].min()
+
+
+@pytest.mark.parametrize("size", [1, 3, 8])
+def test_select_smallest_stages_take_each_entry_once(size):
+    """Chained stages (each leaves out what the last took) with many ties."""
+    rng = np.random.default_rng(10 + size)
+    t = rng.choice([0.5, 1.0, 2.0], size=30)
+    t[rng.uniform(size=30) < 0.2] = np.inf
+    taken, last, above = [], 0.0, None
+    for _ in range(40):
+        idx, tk, above = K.select_smallest(jnp.asarray(t), size, above, return_above=True)
+        idx, tk = np.asarray(idx), np.asarray(tk)
+        valid = idx < 30
+        if not valid.any():
+            break
+        assert tk[valid].min() >= last
+        last = tk[valid].max()
+        taken += list(idx[valid])
+    assert sorted(taken) == list(np.flatnonzero(np.isfinite(t)))
+
+
+def test_cauchy_point_stages_with_tied_breakpoints():
+    rng = np.random.default_rng(11)
+    n, m = 60, 4
+    mem = _memory(rng, n, m, 5)
+    lower, upper = -np.ones(n), np.ones(n)
+    x = np.zeros(n)
+    g = rng.choice([-2.0, -1.0, 1.0, 2.0], n)  # breakpoints 0.5 and 1.0, 30 each
+    M, _ = K.middle_matrix(mem)
+    xr, cr, freer, tr = K.cauchy_point_reference(x, g, lower, upper, mem, M)
+    for chunk in (2, 7):
+        xc, c, free, t = K.cauchy_point(jnp.asarray(x), jnp.asarray(g), jnp.asarray(lower),
+                                        jnp.asarray(upper), mem, M, chunk=chunk)
+        np.testing.assert_allclose(float(t), tr, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(xc), xr, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(c), cr, rtol=1e-8, atol=1e-10)
+        np.testing.assert_array_equal(np.asarray(free), freer)
 
 
 def _run_line_search(phi, stp0, stpmax=1e10, maxls=30):

@@ -117,24 +117,23 @@ class LbfgsbSolver(AbstractSolver):
         g = jnp.asarray(g, x.dtype).reshape(x.shape)
         return f, g
 
-    def _end_point(self, x, g, lower, upper, mem, gram, free_prev, reset):
-        """``xbar``: generalised Cauchy point, then subspace minimisation."""
+    def _end_point(self, x, g, lower, upper, mem, gram, free_prev, reset, bd=None):
+        """``xbar``: generalised Cauchy point, then subspace minimisation.
+
+        ``bd``: ``buf @ d`` for the Cauchy point's first direction, if known."""
         dtype = x.dtype
         mem = K.memory_reset(mem, reset)
         M, ok = K.middle_matrix(mem)
         mem = K.memory_reset(mem, ~ok)
         M = jnp.where(ok, M, 0.0)
         if self.bounded:
-            xc, c, free, _ = K.cauchy_point(x, g, lower, upper, mem, M, chunk=self.gcp_chunk)
+            xc, c, free, _ = K.cauchy_point(
+                x, g, lower, upper, mem, M, chunk=self.gcp_chunk, bd=bd
+            )
             if self.gram_update_size is None:
                 gram = K.free_gram_full(mem, free)
             else:
-                gram_inc, inc_ok = K.free_gram_update(
-                    mem, gram, free_prev, free, self.gram_update_size
-                )
-                gram = lax.cond(
-                    inc_ok, lambda: gram_inc, lambda: K.free_gram_full(mem, free)
-                )
+                gram = K.free_gram_refresh(mem, gram, free_prev, free, self.gram_update_size)
             free_prev = free
         else:
             xc = x
@@ -148,7 +147,8 @@ class LbfgsbSolver(AbstractSolver):
             xbar = jnp.where(mem.count > 0, xbar, x - g / mem.theta)
         return xbar, mem, gram, free_prev
 
-    def _direction(self, x, f, g, lower, upper, mem, gram, free_prev, nit, reset, empty=False):
+    def _direction(self, x, f, g, lower, upper, mem, gram, free_prev, nit, reset, empty=False,
+                   bd=None):
         """Start a line search from ``(x, f, g)``.
 
         Returns the new memory/gram/free set, the direction and the line-search
@@ -163,7 +163,7 @@ class LbfgsbSolver(AbstractSolver):
             xbar = K.steepest_descent_point(x, g, lower, upper) if self.bounded else x - g
         else:
             xbar, mem, gram, free_prev = self._end_point(
-                x, g, lower, upper, mem, gram, free_prev, reset
+                x, g, lower, upper, mem, gram, free_prev, reset, bd
             )
         d = xbar - x
         gd = jnp.dot(g, d)
@@ -286,8 +286,12 @@ class LbfgsbSolver(AbstractSolver):
             gram = s.gram_free
             if self.bounded and self.gram_update_size is not None:
                 extra += [jnp.where(s.free_prev, sv, 0.0), jnp.where(s.free_prev, yv, 0.0)]
+            if self.bounded:
+                # The Cauchy point's first direction rides along in the same product.
+                moving = K.breakpoints(x_new, g_new, lower, upper) > 0
+                extra.append(jnp.where(moving, -g_new, 0.0))
             prod = K.wt_matvec(mem, jnp.stack(extra, axis=1), jnp.ones((2 * self.m,), dtype))
-            yy = jnp.dot(yv, yv)
+            yy = prod[slot, 1]  # y . y: the new row of Y times y (used only if pushed)
             mem2 = K.memory_update_small(mem, slot, prod[:, :2], sy, yy, do_push)
             if self.bounded and self.gram_update_size is not None:
                 # Row/column of the new slot in the free-set Gram matrix.
@@ -299,7 +303,8 @@ class LbfgsbSolver(AbstractSolver):
             had_pairs = mem2.count > 0
             reset = failed & had_pairs
             out = self._direction(
-                x_new, f_new, g_new, lower, upper, mem2, gram, s.free_prev, nit, reset
+                x_new, f_new, g_new, lower, upper, mem2, gram, s.free_prev, nit, reset,
+                bd=prod[:, -1] if self.bounded else None,
             )
             mem3, gram3, free3, d, xbar, stpmax, gd, ls, stp, abnormal = out
             # Termination, in SciPy's order: its Python loop checks maxiter and maxfun
