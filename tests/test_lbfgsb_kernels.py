@@ -1,5 +1,6 @@
 """Kernel tests for L-BFGS-B: Cauchy point, free-set Gram, subspace step, line search."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

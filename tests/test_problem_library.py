@@ -36,7 +36,6 @@ except ImportError:  # e.g. pytest --import-mode=importlib
 from helpers import (
     BOUNDED_PROBLEMS,
     JAC_PROBLEMS,
-    MGH_PROBLEMS,
     PROBLEMS,
     UNBOUNDED_PROBLEMS,
     problem_ids,
