@@ -205,7 +205,7 @@ def test_cauchy_point_stages_with_tied_breakpoints():
     x = np.zeros(n)
     g = rng.choice([-2.0, -1.0, 1.0, 2.0], n)  # breakpoints 0.5 and 1.0, 30 each
     M, _ = K.middle_matrix(mem)
-    xr, cr, freer, tr = K.cauchy_point_reference(x, g, lower, upper, mem, M)
+    xr, cr, freer, tr = cauchy_point_reference(x, g, lower, upper, mem, M)
     for chunk in (2, 7):
         xc, c, free, t = K.cauchy_point(jnp.asarray(x), jnp.asarray(g), jnp.asarray(lower),
                                         jnp.asarray(upper), mem, M, chunk=chunk)
