@@ -24,23 +24,9 @@ import pytest
 HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-# Tests that need features this release does not have, or that pin a deliberate
-# difference. Keys are "Class::test" (every parameter), "test" (every class) or a
-# whole pytest id "Class::test[param]".
-NOT_YET = "needs tr_solver='lsmr' / jac_sparsity / LinearOperator Jacobians (issue #3)"
+# Tests that pin a deliberate difference. Keys are "Class::test" (every parameter),
+# "test" (every class) or a whole pytest id "Class::test[param]".
 KNOWN_LEAST_SQUARES = {
-    "test_exact_tr_solver": NOT_YET,
-    "test_wrong_parameters": NOT_YET,
-    "test_solver_selection": NOT_YET,
-    "test_numerical_jac": NOT_YET,
-    "test_with_bounds": NOT_YET,
-    "test_wrong_jac_sparsity": NOT_YET,
-    "test_linear_operator": NOT_YET,
-    "TestTRF::test_rosenbrock": NOT_YET + " (loops over tr_solver='lsmr')",
-    "TestDogbox::test_rosenbrock": NOT_YET + " (loops over tr_solver='lsmr')",
-    "TestTRF::test_rosenbrock_cropped": NOT_YET + " (loops over tr_solver='lsmr')",
-    "TestDogbox::test_rosenbrock_cropped": NOT_YET + " (loops over tr_solver='lsmr')",
-    "test_rosenbrock_bounds": NOT_YET + " (loops over tr_solver='lsmr')",
     "test_nfev": "deliberate: a NumPy fun is called once more on its first use, to detect whether "
                  "JAX can trace it; later calls match SciPy's counts exactly",
 }
