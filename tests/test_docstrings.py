@@ -8,7 +8,7 @@ import pytest
 
 import jaxopt_lsq as jl
 
-PUBLIC = [jl.least_squares, jl.curve_fit, jl.fmin_l_bfgs_b, jl.minimize,
+PUBLIC = [jl.least_squares, jl.least_squares_batch, jl.curve_fit, jl.fmin_l_bfgs_b, jl.minimize,
           jl.LbfgsInvHessProduct, jl.OptimizeResult]
 
 
