@@ -56,7 +56,7 @@ from .._kernels.trust_region import (
 )
 from .._result import RUNNING
 from . import _report
-from ._common import end_of_trial, evaluate_point, initial_status, jacobian_operator, start_report
+from ._common import end_of_trial, evaluate_point, initial_status, jacobian_operator, lsq_cost, start_report
 
 
 class DogboxState(eqx.Module):
@@ -110,7 +110,7 @@ class Dogbox(AbstractSolver):
 
     def cost(self, x, data):
         """The objective being minimised (for implicit differentiation)."""
-        return _loss.cost(self.loss, self.residuals(x, data.args, data.kwargs), data.f_scale)
+        return lsq_cost(self, x, data)
 
     def _op(self, J, x, data):
         return jacobian_operator(self, J, x, data)

@@ -51,11 +51,11 @@ from .._iterate import AbstractSolver
 from .._jacobian import ResidualFunction
 from .._kernels.bounds import cl_scaling_vector, find_active_constraints, in_bounds, make_strictly_feasible
 from .._kernels.normal_trust_region import solve_normal_trust_region
+from .._kernels.reflective import select_step
 from .._kernels.small_linalg import UNROLL_MAX, cholesky
 from .._kernels.trust_region import check_termination, update_tr_radius
 from .._result import RUNNING
 from ._common import initial_status, lsq_cost, lsq_result_fields
-from .trf import select_step
 
 
 class NormalLMState(eqx.Module):

@@ -11,7 +11,7 @@ trust-region subproblem is
 with ``J_h = J D`` and ``C = diag(g * dv)`` (the curvature of the scaling). It is the
 least-squares problem of the augmented matrix ``[J_h; C**0.5]``, solved exactly from its
 SVD by :func:`solve_lsq_trust_region`. The step is then made feasible by
-:func:`select_step`: the best of the trust-region step truncated at the bounds
+:func:`~jaxopt_lsq._kernels.reflective.select_step`: the best of the trust-region step truncated at the bounds
 (scaled back by ``theta``), its reflection off the first bound it hits, and the
 anti-gradient step (Coleman & Li 1996).
 
@@ -59,12 +59,10 @@ from .._kernels.bounds import (
     cl_scaling_vector,
     find_active_constraints,
     in_bounds,
-    intersect_trust_region,
     make_strictly_feasible,
-    step_size_to_bound,
 )
+from .._kernels.reflective import select_step
 from .._kernels.trust_region import (
-    build_quadratic_1d,
     check_termination,
     compute_jac_scale,
     evaluate_quadratic,
@@ -128,59 +126,6 @@ class TRFState(eqx.Module):
     actual_reduction: jax.Array
     step_norm: jax.Array
     status: jax.Array
-
-
-def select_step(x, J_h, diag_h, g_h, p, p_h, d, Delta, lb, ub, theta):
-    """The best of: the trust-region step (if feasible, else truncated at the bound and
-    scaled by ``theta``), its reflection, and the constrained anti-gradient step.
-    Returns ``(step, step_h, predicted_reduction)``."""
-    inside = in_bounds(x + p, lb, ub)
-    p_value_full = evaluate_quadratic(J_h, g_h, p_h, diag=diag_h)
-
-    p_stride, hits = step_size_to_bound(x, p, lb, ub)
-    r_h = jnp.where(hits != 0, -p_h, p_h)
-    r = d * r_h
-    p_b = p * p_stride
-    p_h_b = p_h * p_stride
-    x_on_bound = x + p_b
-    _, to_tr = intersect_trust_region(p_h_b, r_h, Delta)
-    to_bound, _ = step_size_to_bound(x_on_bound, r, lb, ub)
-    r_stride = jnp.minimum(to_bound, to_tr)
-    pos = r_stride > 0
-    r_stride_safe = jnp.where(pos, r_stride, 1)
-    r_stride_l = jnp.where(pos, (1 - theta) * p_stride / r_stride_safe, 0.0)
-    r_stride_u = jnp.where(pos, jnp.where(r_stride == to_bound, theta * to_bound, to_tr), -1.0)
-    reflect_ok = r_stride_l <= r_stride_u
-    a, b, c = build_quadratic_1d(J_h, g_h, r_h, s0=p_h_b, diag=diag_h)
-    t_r, r_value = minimize_quadratic_1d(a, b, r_stride_l, jnp.where(reflect_ok, r_stride_u, r_stride_l), c=c)
-    r_h_step = r_h * t_r + p_h_b
-    r_step = r_h_step * d
-    r_value = jnp.where(reflect_ok, r_value, jnp.inf)
-
-    p_b = p_b * theta
-    p_h_b = p_h_b * theta
-    p_value = evaluate_quadratic(J_h, g_h, p_h_b, diag=diag_h)
-
-    ag_h = -g_h
-    ag = d * ag_h
-    to_tr_ag = Delta / jnp.linalg.norm(ag_h)
-    to_bound_ag, _ = step_size_to_bound(x, ag, lb, ub)
-    ag_stride = jnp.where(to_bound_ag < to_tr_ag, theta * to_bound_ag, to_tr_ag)
-    a, b, _ = build_quadratic_1d(J_h, g_h, ag_h, diag=diag_h)
-    ag_stride, ag_value = minimize_quadratic_1d(a, b, jnp.zeros_like(ag_stride), ag_stride)
-    ag_h = ag_h * ag_stride
-    ag = ag * ag_stride
-
-    use_p = (p_value < r_value) & (p_value < ag_value)
-    use_r = ~use_p & (r_value < p_value) & (r_value < ag_value)
-    step = jnp.where(use_p, p_b, jnp.where(use_r, r_step, ag))
-    step_h = jnp.where(use_p, p_h_b, jnp.where(use_r, r_h_step, ag_h))
-    value = jnp.where(use_p, p_value, jnp.where(use_r, r_value, ag_value))
-    # A trust-region step that is already feasible is taken as it is.
-    step = jnp.where(inside, p, step)
-    step_h = jnp.where(inside, p_h, step_h)
-    value = jnp.where(inside, p_value_full, value)
-    return step, step_h, -value
 
 
 _POINT_KEYS = (
