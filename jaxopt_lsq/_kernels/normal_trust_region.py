@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .small_linalg import cholesky_solve, solve_lower
+from .small_linalg import all_finite, cholesky_solve, norm, solve_lower, vdot
 
 
 def _safe_div(a, b):
@@ -42,23 +42,23 @@ def solve_normal_trust_region(B, g, Delta, alpha, n_iter=2):
     eye = jnp.eye(n, dtype=dtype)
     # Gauss-Newton step; "full rank" as SciPy's test, in terms of the pivots.
     p_gn, L0, full_rank = cholesky_solve(B, -g, rtol=n * eps)
-    gn_norm = jnp.linalg.norm(p_gn)
+    gn_norm = norm(p_gn)
     take_gn = full_rank & (gn_norm <= Delta)
 
-    g_norm = jnp.linalg.norm(g)
+    g_norm = norm(g)
     upper = g_norm / Delta
     q0 = solve_lower(L0, p_gn)
-    lower = jnp.where(full_rank, _safe_div((gn_norm - Delta) * gn_norm, jnp.sum(q0 * q0)), 0.0)
+    lower = jnp.where(full_rank, _safe_div((gn_norm - Delta) * gn_norm, vdot(q0, q0)), 0.0)
     lower = jnp.maximum(lower, 0.0)
 
     a = alpha
     for _ in range(n_iter):
         a = jnp.where((a < lower) | (a > upper), jnp.maximum(0.001 * upper, jnp.sqrt(lower * upper)), a)
         p, L, _ = cholesky_solve(B + a * eye, -g)
-        p_norm = jnp.linalg.norm(p)
+        p_norm = norm(p)
         q = solve_lower(L, p)
         phi = p_norm - Delta
-        phi_prime = -_safe_div(jnp.sum(q * q), p_norm)
+        phi_prime = -_safe_div(vdot(q, q), p_norm)
         upper = jnp.where(phi < 0, a, upper)
         ratio = _safe_div(phi, phi_prime)
         lower = jnp.maximum(lower, a - ratio)
@@ -68,5 +68,5 @@ def solve_normal_trust_region(B, g, Delta, alpha, n_iter=2):
     ok = ok | take_gn
     p = jnp.where(take_gn, p_gn, p)
     a = jnp.where(take_gn, 0.0, a)
-    return p, a.astype(dtype), ok & jnp.all(jnp.isfinite(p))
+    return p, a.astype(dtype), ok & all_finite(p)
 

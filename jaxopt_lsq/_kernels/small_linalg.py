@@ -23,6 +23,55 @@ import jax.scipy.linalg as jsl
 UNROLL_MAX = 12
 
 
+# Reductions over a short static axis (the parameters), written out as sums of entries:
+# under vmap they become elementwise code that fuses with its neighbours, where a
+# reduction over a size-3 axis of an (N, 3) array is a kernel of its own.
+def _unrolled(a):
+    return a.ndim >= 1 and a.shape[-1] <= UNROLL_MAX
+
+
+def vdot(a, b):
+    """``sum(a * b)`` over the last axis."""
+    if not _unrolled(a):
+        return jnp.sum(a * b, axis=-1)
+    out = a[..., 0] * b[..., 0]
+    for i in range(1, a.shape[-1]):
+        out = out + a[..., i] * b[..., i]
+    return out
+
+
+def norm(a):
+    """Euclidean norm over the last axis."""
+    return jnp.sqrt(vdot(a, a))
+
+
+def max_abs(a):
+    """``max(|a|)`` over the last axis."""
+    if not _unrolled(a):
+        return jnp.max(jnp.abs(a), axis=-1)
+    out = jnp.abs(a[..., 0])
+    for i in range(1, a.shape[-1]):
+        out = jnp.maximum(out, jnp.abs(a[..., i]))
+    return out
+
+
+def all_finite(a):
+    """Whether every entry of a 1-D or 2-D array of small size is finite."""
+    if a.ndim == 2:
+        return all_finite(a.reshape(-1)) if a.size <= UNROLL_MAX**2 else jnp.all(jnp.isfinite(a))
+    if not _unrolled(a):
+        return jnp.all(jnp.isfinite(a), axis=-1)
+    out = jnp.isfinite(a[..., 0])
+    for i in range(1, a.shape[-1]):
+        out = out & jnp.isfinite(a[..., i])
+    return out
+
+
+def quadratic_form(A, p):
+    """``p^T A p``."""
+    return vdot(p, jnp.stack([vdot(A[i], p) for i in range(p.shape[-1])]) if _unrolled(p) else A @ p)
+
+
 def cholesky(A, rtol=0.0):
     """Lower-triangular ``L`` with ``A = L L^T`` and a flag ``ok``.
 

@@ -39,7 +39,9 @@ Sci. Comput. 21(1), 1999.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import itertools
+import math
+from typing import Any, Callable, NamedTuple
 
 import equinox as eqx
 import jax
@@ -50,16 +52,18 @@ from .. import _loss
 from .._iterate import AbstractSolver
 from .._jacobian import ResidualFunction
 from .._kernels.bounds import cl_scaling_vector, find_active_constraints, in_bounds, make_strictly_feasible
+from .._kernels.fusion import materialize
 from .._kernels.normal_trust_region import solve_normal_trust_region
 from .._kernels.reflective import select_step
-from .._kernels.small_linalg import UNROLL_MAX, cholesky
+from .._kernels.small_linalg import UNROLL_MAX, all_finite, cholesky, max_abs, norm, quadratic_form, vdot
 from .._kernels.trust_region import check_termination, update_tr_radius
 from .._result import RUNNING
 from ._common import initial_status, lsq_cost, lsq_result_fields
 
 
-class NormalLMState(eqx.Module):
-    # Accepted iterate and what is derived from it (updated on accepted steps).
+class Point(NamedTuple):
+    """The accepted iterate and what is derived from it."""
+
     x: jax.Array
     f_true: jax.Array  # residuals at x
     cost: jax.Array
@@ -67,12 +71,35 @@ class NormalLMState(eqx.Module):
     g: jax.Array  # gradient of the cost
     g_norm: jax.Array  # first-order optimality (SciPy's `optimality`)
     scale_inv: jax.Array  # inverse variable scales
+
+    def pack(self):
+        return jnp.concatenate([jnp.ravel(a) for a in self])
+
+    @classmethod
+    def unpack(cls, packed, n):
+        m = packed.shape[-1] - (n * n + 3 * n + 2)
+        shapes = [(n,), (m,), (), (n, n), (n,), (), (n,)]
+        ends = list(itertools.accumulate(math.prod(s) for s in shapes))
+        return cls(*(packed[e - math.prod(s):e].reshape(s) for s, e in zip(shapes, ends)))
+
+
+class NormalLMState(eqx.Module):
+    # The accepted point (updated on accepted steps), packed into one vector: each step
+    # then selects between the old and the new point once. (Field by field, XLA copies
+    # the acceptance test's long chain of compares and selects into every field's
+    # select; under vmap that recomputation cost more than the linear algebra.)
+    packed: jax.Array
     # Trust region (updated every evaluation).
     Delta: jax.Array
     alpha: jax.Array
     # Counters.
     nfev: jax.Array
     status: jax.Array
+    n: int = eqx.field(static=True)
+
+    @property
+    def point(self) -> Point:
+        return Point.unpack(self.packed, self.n)
 
 
 class NormalLM(AbstractSolver):
@@ -143,10 +170,10 @@ class NormalLM(AbstractSolver):
         scale = 1 / scale_inv
         if self.bounded:
             v, dv = cl_scaling_vector(x, g, data.lb, data.ub)
-            g_norm = jnp.max(jnp.abs(g * v))
+            g_norm = max_abs(g * v)
             v = jnp.where(dv != 0, v * scale_inv, v)
             return jnp.sqrt(v) * scale, g * dv * scale, g_norm
-        return scale, jnp.zeros_like(g), jnp.max(jnp.abs(g))
+        return scale, jnp.zeros_like(g), max_abs(g)
 
     def _new_scale_inv(self, JtJ, scale_inv_old, data):
         if not self.jac_scale:
@@ -165,29 +192,25 @@ class NormalLM(AbstractSolver):
         f0, cost, JtJ, g = self._evaluate(x0, data)
         scale_inv = self._new_scale_inv(JtJ, None, data)
         d, C, g_norm = self._scaling(x0, g, scale_inv, data)
-        Delta = jnp.linalg.norm(x0 / d)
+        Delta = norm(x0 / d)
         Delta = jnp.where(Delta > 0, Delta, 1).astype(dtype)
         return NormalLMState(
-            x=x0,
-            f_true=f0,
-            cost=cost,
-            JtJ=JtJ,
-            g=g,
-            g_norm=g_norm,
-            scale_inv=scale_inv,
+            packed=Point(x0, f0, cost, JtJ, g, g_norm, scale_inv).pack(),
             Delta=Delta,
             alpha=jnp.zeros((), dtype),
             nfev=jnp.asarray(1, jnp.int32),
             status=initial_status(self, feasible, f0, JtJ, g_norm),
+            n=x0.shape[0],
         )
 
     def terminate(self, state):
         return state.status != RUNNING
 
     def step(self, state, data):
-        x, g, JtJ = state.x, state.g, state.JtJ
+        old = state.point
+        x, g, JtJ = old.x, old.g, old.JtJ
         dtype = x.dtype
-        d, C, _ = self._scaling(x, g, state.scale_inv, data)
+        d, C, _ = self._scaling(x, g, old.scale_inv, data)
         B_h = JtJ * d[:, None] * d[None, :] + jnp.diag(C)
         g_h = d * g
         p_h, alpha, ok = solve_normal_trust_region(B_h, g_h, state.Delta, state.alpha)
@@ -199,7 +222,7 @@ class NormalLM(AbstractSolver):
             JtJ_h = B_h - jnp.diag(C)
             jitter = jnp.finfo(dtype).eps * jnp.max(jnp.diagonal(JtJ_h))
             L, _ = cholesky(JtJ_h + jitter * jnp.eye(x.shape[0], dtype=dtype))
-            theta = jnp.maximum(0.995, 1 - state.g_norm)
+            theta = jnp.maximum(0.995, 1 - old.g_norm)
             step, step_h, predicted = select_step(x, L.T, C, g_h, p, p_h, d, state.Delta, data.lb, data.ub, theta)
             x_new = make_strictly_feasible(x + step, data.lb, data.ub, rstep=0)
         else:
@@ -208,31 +231,28 @@ class NormalLM(AbstractSolver):
             x_new = x + p
             # Elementwise products and sums rather than a matvec: under vmap they stay
             # wide vector code instead of N tiny batched matrix products.
-            predicted = -(0.5 * jnp.sum(B_h * step_h[:, None] * step_h[None, :]) + jnp.sum(g_h * step_h))
+            predicted = -(0.5 * quadratic_form(B_h, step_h) + vdot(g_h, step_h))
 
         f_new, cost_new, JtJ_new, g_new = self._evaluate(x_new, data)
         nfev = state.nfev + 1
-        finite = ok & jnp.all(jnp.isfinite(x_new)) & jnp.all(jnp.isfinite(f_new)) & jnp.isfinite(cost_new)
-        actual = state.cost - cost_new
-        step_h_norm = jnp.linalg.norm(step_h)
+        finite = ok & all_finite(x_new) & jnp.all(jnp.isfinite(f_new)) & jnp.isfinite(cost_new)
+        actual = old.cost - cost_new
+        step_h_norm = norm(step_h)
         Delta_new, ratio = update_tr_radius(state.Delta, actual, predicted, step_h_norm, step_h_norm > 0.95 * state.Delta)
-        term = check_termination(actual, state.cost, jnp.linalg.norm(step), jnp.linalg.norm(x), ratio, self.ftol, self.xtol)
+        term = check_termination(actual, old.cost, norm(step), norm(x), ratio, self.ftol, self.xtol)
         term = jnp.where(finite, term, 0)
         # SciPy's trf bookkeeping: a non-finite trial shrinks the region, a terminating
         # one leaves it; the multiplier follows the radius.
         Delta = jnp.where(~finite, 0.25 * step_h_norm, jnp.where(term != 0, state.Delta, Delta_new))
         Delta = jnp.where(Delta > 0, Delta, state.Delta * 0.25)
         alpha = jnp.where(finite & (term == 0), alpha * (state.Delta / Delta), state.alpha)
-        accept = finite & (actual > 0)
+        accept = materialize(finite & (actual > 0))
 
-        scale_inv_new = self._new_scale_inv(JtJ_new, state.scale_inv, data)
+        scale_inv_new = self._new_scale_inv(JtJ_new, old.scale_inv, data)
         _, _, g_norm_new = self._scaling(x_new, g_new, scale_inv_new, data)
 
-        def pick(new, old):
-            return jnp.where(accept, new, old)
-
-        jac_bad = accept & ~jnp.all(jnp.isfinite(JtJ_new))
-        g_norm = pick(g_norm_new, state.g_norm)
+        jac_bad = accept & ~all_finite(JtJ_new)
+        g_norm = jnp.where(accept, g_norm_new, old.g_norm)
         iteration_ends = accept | (term != 0) | (nfev >= self.max_nfev)
         status = jnp.where(
             ~iteration_ends,
@@ -243,33 +263,30 @@ class NormalLM(AbstractSolver):
                 jnp.where(g_norm < self.gtol, 1, jnp.where(term != 0, term, jnp.where(nfev >= self.max_nfev, 0, RUNNING))),
             ),
         ).astype(jnp.int32)
+        new = Point(x_new, f_new, cost_new, JtJ_new, g_new, g_norm_new, scale_inv_new)
         return NormalLMState(
-            x=pick(x_new, x),
-            f_true=pick(f_new, state.f_true),
-            cost=pick(cost_new, state.cost),
-            JtJ=pick(JtJ_new, JtJ),
-            g=pick(g_new, g),
-            g_norm=g_norm,
-            scale_inv=pick(scale_inv_new, state.scale_inv),
+            packed=jnp.where(accept, new.pack(), state.packed),
             Delta=Delta.astype(dtype),
             alpha=alpha.astype(dtype),
             nfev=nfev,
             status=status,
+            n=state.n,
         )
 
     def postprocess(self, state, data):
+        point = state.point
         if self.bounded:
-            active = find_active_constraints(state.x, data.lb, data.ub, rtol=self.xtol)
+            active = find_active_constraints(point.x, data.lb, data.ub, rtol=self.xtol)
         else:
-            active = jnp.zeros(state.x.shape, jnp.int32)
-        fields = lsq_result_fields(self, state.x, data)
+            active = jnp.zeros(point.x.shape, jnp.int32)
+        fields = lsq_result_fields(self, point.x, data)
         return dict(
-            x=state.x,
-            cost=state.cost,
-            fun=state.f_true,
+            x=point.x,
+            cost=point.cost,
+            fun=point.f_true,
             jac=fields["jac"],
-            grad=state.g,
-            optimality=state.g_norm,
+            grad=point.g,
+            optimality=point.g_norm,
             active_mask=active,
             nfev=state.nfev,
             njev=state.nfev,
