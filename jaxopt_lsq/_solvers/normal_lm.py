@@ -65,7 +65,6 @@ class Point(NamedTuple):
     """The accepted iterate and what is derived from it."""
 
     x: jax.Array
-    f_true: jax.Array  # residuals at x
     cost: jax.Array
     JtJ: jax.Array  # Gauss-Newton matrix of the (loss-rescaled) residuals, (n, n)
     g: jax.Array  # gradient of the cost
@@ -77,8 +76,7 @@ class Point(NamedTuple):
 
     @classmethod
     def unpack(cls, packed, n):
-        m = packed.shape[-1] - (n * n + 3 * n + 2)
-        shapes = [(n,), (m,), (), (n, n), (n,), (), (n,)]
+        shapes = [(n,), (), (n, n), (n,), (), (n,)]
         ends = list(itertools.accumulate(math.prod(s) for s in shapes))
         return cls(*(packed[e - math.prod(s):e].reshape(s) for s, e in zip(shapes, ends)))
 
@@ -195,7 +193,7 @@ class NormalLM(AbstractSolver):
         Delta = norm(x0 / d)
         Delta = jnp.where(Delta > 0, Delta, 1).astype(dtype)
         return NormalLMState(
-            packed=Point(x0, f0, cost, JtJ, g, g_norm, scale_inv).pack(),
+            packed=Point(x0, cost, JtJ, g, g_norm, scale_inv).pack(),
             Delta=Delta,
             alpha=jnp.zeros((), dtype),
             nfev=jnp.asarray(1, jnp.int32),
@@ -235,7 +233,11 @@ class NormalLM(AbstractSolver):
 
         f_new, cost_new, JtJ_new, g_new = self._evaluate(x_new, data)
         nfev = state.nfev + 1
-        finite = ok & all_finite(x_new) & jnp.all(jnp.isfinite(f_new)) & jnp.isfinite(cost_new)
+        # (The linear loss's cost is not finite if any residual is not; the other losses
+        # can map an infinite residual to a finite cost.)
+        finite = ok & all_finite(x_new) & jnp.isfinite(cost_new)
+        if not (isinstance(self.loss, str) and self.loss == "linear"):
+            finite = finite & jnp.all(jnp.isfinite(f_new))
         actual = old.cost - cost_new
         step_h_norm = norm(step_h)
         Delta_new, ratio = update_tr_radius(state.Delta, actual, predicted, step_h_norm, step_h_norm > 0.95 * state.Delta)
@@ -263,7 +265,7 @@ class NormalLM(AbstractSolver):
                 jnp.where(g_norm < self.gtol, 1, jnp.where(term != 0, term, jnp.where(nfev >= self.max_nfev, 0, RUNNING))),
             ),
         ).astype(jnp.int32)
-        new = Point(x_new, f_new, cost_new, JtJ_new, g_new, g_norm_new, scale_inv_new)
+        new = Point(x_new, cost_new, JtJ_new, g_new, g_norm_new, scale_inv_new)
         return NormalLMState(
             packed=jnp.where(accept, new.pack(), state.packed),
             Delta=Delta.astype(dtype),
@@ -283,7 +285,7 @@ class NormalLM(AbstractSolver):
         return dict(
             x=point.x,
             cost=point.cost,
-            fun=point.f_true,
+            fun=fields["fun"],
             jac=fields["jac"],
             grad=point.g,
             optimality=point.g_norm,
