@@ -9,10 +9,11 @@ Three things a plain ``jax.vmap(least_squares)`` does not give:
   them, fit by fit, under ``vmap``;
 * **rounds with compaction** (``strategy="rounds"``): under ``vmap`` a ``while_loop``
   runs every fit until the slowest one is done (finished fits are frozen, but still
-  computed). In rounds, the batch is advanced a few steps at a time and, between rounds,
-  the fits still running are gathered into a smaller batch, so the cost follows the
-  work each fit needs. The price is one device-to-host synchronisation per round, so it
-  is for concrete (not traced) inputs;
+  computed). In rounds, the fits are advanced in chunks a few evaluations at a time
+  and, between rounds, the fits still running are gathered (a stable partition, on the
+  device) into the first chunks; only those chunks are advanced in the next round, so
+  the cost follows the work each fit needs. All of it is one compiled program: it runs
+  inside ``jax.jit`` and is differentiated like the plain solve;
 * **devices**: the fits are laid out along a 1-D mesh of all local devices
   (``jax.sharding``) when there is more than one, and each device solves its share.
 """
@@ -20,7 +21,6 @@ Three things a plain ``jax.vmap(least_squares)`` does not give:
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -103,21 +103,27 @@ def least_squares_batch(
         Which axis of each element of ``args`` (``kwargs``) is the batch axis, with
         :func:`jax.vmap`'s meaning (``None``: shared by all fits). Default 0.
     strategy : {'vmap', 'rounds'}, optional
-        ``'vmap'`` (default): one compiled loop over the whole batch; works inside
-        ``jax.jit`` and under ``jax.grad``. ``'rounds'``: advance the batch
-        ``round_steps`` evaluations at a time and compact the fits still running between
-        rounds (concrete inputs only; not differentiable). Use it when a few fits need
-        many more iterations than the rest.
+        ``'vmap'`` (default): one ``while_loop`` over the batch (or over each chunk, see
+        ``chunk_size``); every fit of it runs until the slowest one is done.
+        ``'rounds'``: advance the fits ``round_steps`` evaluations at a time, chunk by
+        chunk, and between rounds gather the fits still running into the first chunks,
+        so that finished fits cost nothing. Same results, fit for fit; use it when the
+        fits need different numbers of iterations (a few hard fits, or float32). Both
+        work inside ``jax.jit`` and under ``jax.grad``.
     round_steps : int, optional
         Evaluations per round for ``strategy='rounds'`` (default 8).
     devices : sequence of jax.Device, optional
         Devices to spread the fits over (default: all local devices; one device means
-        no sharding). The batch is padded to a multiple of the device count.
+        no sharding). The batch is padded to a multiple of the device count; with
+        ``strategy='rounds'`` each device runs rounds over its own fits.
     chunk_size : 'auto', int or None, optional
-        ``strategy='vmap'`` on one device: solve the fits in consecutive chunks of this
-        many (a ``lax.map`` over vmapped solves), so that a chunk's working set stays in
-        the CPU's cache. ``'auto'`` (default): 2048 on a CPU, whole batch elsewhere;
-        ``None``: whole batch. Results do not depend on it.
+        How many fits a vmapped loop advances together. ``strategy='vmap'`` on one
+        device: solve the fits in consecutive chunks of this many (a ``lax.map`` over
+        vmapped solves), so that a chunk's working set stays in the CPU's cache;
+        ``'auto'``: 2048 on a CPU, the whole batch elsewhere. ``strategy='rounds'``: the
+        size of the chunks that rounds advance; ``'auto'``: 2048 on a CPU, an eighth of
+        the batch (at least 8192) elsewhere. ``None``: the whole batch. Results do not
+        depend on it.
 
     Returns
     -------
@@ -131,7 +137,7 @@ def least_squares_batch(
 
     Notes
     -----
-    Differentiable like :func:`least_squares` (``strategy='vmap'``): ``jax.grad`` of a
+    Differentiable like :func:`least_squares` (both strategies): ``jax.grad`` of a
     function of the solutions with respect to batched data gives per-fit gradients by
     implicit differentiation.
 
@@ -181,11 +187,6 @@ def least_squares_batch(
     if chunk_size not in ("auto", None) and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError("`chunk_size` must be 'auto', None or a positive integer.")
     traced = is_tracer(x0, args, kwargs, bounds)
-    if strategy == "rounds" and traced:
-        raise ValueError(
-            "strategy='rounds' synchronises with the host between rounds and needs concrete inputs; "
-            "inside jax.jit/jax.grad use strategy='vmap'."
-        )
 
     # --- batch size and the first fit (for validation and the static configuration) ---
     xp = jnp if traced else np
@@ -266,14 +267,30 @@ def least_squares_batch(
 
     devices = list(jax.local_devices()) if devices is None else list(devices)
     if len(devices) > 1:
-        x0, theta = _shard(x0, theta, axes, N, devices)
-    chunk = _chunk_size(chunk_size, N, devices)
-    if strategy == "vmap" and chunk:
+        x0, theta, mesh = _shard(x0, theta, axes, N, devices)
+    if strategy == "rounds":
+        chunk = _rounds_chunk(chunk_size, x0.shape[0] // len(devices), devices)
+        if len(devices) > 1:
+            # Each device runs rounds over its own fits.
+            specs = jax.tree_util.tree_map(
+                lambda ax, _: PartitionSpec("fits") if ax is not None else PartitionSpec(), axes, theta,
+                is_leaf=_is_none,
+            )
+            fields = jax.shard_map(
+                lambda x, th: program.solve_rounds(x, th, chunk, round_steps),
+                mesh=mesh,
+                in_specs=(PartitionSpec("fits"), specs),
+                out_specs=PartitionSpec("fits"),
+                # The solver mixes per-fit values with constants (unit tangents, ...)
+                # that the varying-axes type check would reject; every fit is local.
+                check_vma=False,
+            )(x0, theta)
+        else:
+            fields = program.solve_rounds(x0, theta, chunk, round_steps)
+    elif (chunk := _chunk_size(chunk_size, N, devices)):
         fields = program.solve_chunked(x0, theta, chunk)
-    elif strategy == "vmap":
-        fields = program.solve(x0, theta)
     else:
-        fields = _run_in_rounds(program, x0, theta, axes, round_steps)
+        fields = program.solve(x0, theta)
     if len(devices) > 1:
         fields = {k: v[:N] for k, v in fields.items()}
     if not traced:
@@ -283,11 +300,11 @@ def least_squares_batch(
 
 # --- the compiled pieces, cached on the static configuration ------------------------
 class _Program:
-    """Jitted, vmapped functions of one configuration: the whole solve, and the pieces
-    of a solve in rounds (init, advance, postprocess, gather/scatter)."""
+    """Jitted, vmapped solves of one configuration: the plain vmap (whole batch or
+    in chunks) and the solve in rounds with compaction."""
 
     def __init__(self, config, axes):
-        solver, data_of, _, solution = build_solver(config)
+        solver, data_of, _, solution, tangent = build_solver(config)
         solve = jax.vmap(solution, in_axes=(0, axes))
         self.solve = jax.jit(solve)
 
@@ -296,15 +313,9 @@ class _Program:
             # working set stays in cache, which a whole large batch does not.
             N = x0.shape[0]
             C = -(-N // chunk)
-
-            def split(a):
-                if C * chunk > N:
-                    a = jnp.concatenate([a, jnp.repeat(a[-1:], C * chunk - N, axis=0)])
-                return a.reshape((C, chunk) + a.shape[1:])
-
             batched = _select(theta, axes, mapped=True)
             shared = _select(theta, axes, mapped=False)
-            xs = (split(x0), jax.tree_util.tree_map(split, batched))
+            xs = (_split(_pad(x0, C * chunk), C), jax.tree_util.tree_map(lambda a: _split(_pad(a, C * chunk), C), batched))
 
             def one(c):
                 x0_c, batched_c = c
@@ -314,15 +325,70 @@ class _Program:
             return jax.tree_util.tree_map(lambda a: a.reshape((C * chunk,) + a.shape[2:])[:N], out)
 
         self.solve_chunked = jax.jit(solve_chunked, static_argnums=2)
-        self.init = jax.jit(jax.vmap(lambda x0, th: solver.init(x0, data_of(th)), in_axes=(0, axes)))
-        self.done = jax.jit(jax.vmap(solver.terminate))
 
-        def advance(state, steps, theta, k):
-            return iterate_some(solver, state, data_of(theta), steps, k)
+        def rounds(x0, theta, chunk, round_steps):
+            """The solve in rounds (not differentiable by itself; see below)."""
+            N = x0.shape[0]
+            c = min(chunk, N)
+            C = -(-N // c)
+            Np = C * c
+            # Padding fits copy the last one and never run.
+            x0 = _pad(x0, Np)
+            theta = jax.tree_util.tree_map(lambda ax, a: a if ax is None or a is None else _pad(a, Np), axes, theta,
+                                           is_leaf=_is_none)
+            init = jax.vmap(lambda x, th: solver.init(x, data_of(th)), in_axes=(0, axes))
+            advance = jax.vmap(lambda st, k, th: iterate_some(solver, st, data_of(th), k, round_steps),
+                               in_axes=(0, 0, axes))
+            terminated = jax.vmap(solver.terminate)
 
-        self.advance = jax.jit(jax.vmap(advance, in_axes=(0, 0, axes, None)))
-        self.max_steps = solver.max_steps
-        self.finish = jax.jit(jax.vmap(lambda st, th: solver.postprocess(st, data_of(th)), in_axes=(0, axes)))
+            def running(state, steps):
+                return ~terminated(state) & (steps < solver.max_steps)
+
+            state = init(x0, theta)
+            steps = jnp.where(jnp.arange(Np) < N, 0, solver.max_steps).astype(jnp.int32)
+
+            def one_round(carry):
+                state, steps, run = carry
+                # Running fits first (a stable partition, no sort), then the others.
+                before = jnp.cumsum(run)
+                count = before[-1]
+                dest = jnp.where(run, before - 1, count + jnp.arange(Np) - before)
+                order = jnp.zeros(Np, jnp.int32).at[dest].set(jnp.arange(Np, dtype=jnp.int32))
+
+                def one_chunk(j, carry):
+                    state, steps = carry
+                    ids = jax.lax.dynamic_slice(order, (j * c,), (c,))
+                    sub_theta = jax.tree_util.tree_map(
+                        lambda ax, a: a if ax is None or a is None else a[ids], axes, theta, is_leaf=_is_none
+                    )
+                    sub_state, sub_steps = advance(jax.tree_util.tree_map(lambda a: a[ids], state), steps[ids],
+                                                   sub_theta)
+                    state = jax.tree_util.tree_map(lambda a, b: a.at[ids].set(b, unique_indices=True), state,
+                                                   sub_state)
+                    return state, steps.at[ids].set(sub_steps, unique_indices=True)
+
+                # Only the chunks that hold running fits are advanced.
+                state, steps = jax.lax.fori_loop(0, (count + c - 1) // c, one_chunk, (state, steps))
+                return state, steps, running(state, steps)
+
+            state, steps, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[2]), one_round,
+                                                 (state, steps, running(state, steps)))
+            out = jax.vmap(lambda st, th: solver.postprocess(st, data_of(th)), in_axes=(0, axes))(state, theta)
+            return {k: v[:N] for k, v in out.items()}
+
+        @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+        def solve_rounds(x0, theta, chunk, round_steps):
+            return rounds(x0, theta, chunk, round_steps)
+
+        @solve_rounds.defjvp
+        def solve_rounds_jvp(chunk, round_steps, primals, tangents):
+            # Implicit differentiation, fit by fit, at the solutions the rounds found.
+            x0, theta = primals
+            _, dtheta = tangents
+            out = rounds(x0, theta, chunk, round_steps)
+            return out, jax.vmap(tangent, in_axes=(0, axes, axes))(out, theta, dtheta)
+
+        self.solve_rounds = jax.jit(solve_rounds, static_argnums=(2, 3))
 
 
 @functools.lru_cache(maxsize=64)
@@ -330,54 +396,23 @@ def _program(config, axes_leaves, axes_treedef):
     return _Program(config, jax.tree_util.tree_unflatten(axes_treedef, axes_leaves))
 
 
-@jax.jit
-def _gather(tree, idx):
-    return jax.tree_util.tree_map(lambda a: a[idx], tree)
+def _pad(a, size):
+    """``a`` with copies of its last row appended up to ``size`` rows."""
+    if a.shape[0] == size:
+        return a
+    return jnp.concatenate([a, jnp.repeat(a[-1:], size - a.shape[0], axis=0)])
 
 
-@jax.jit
-def _scatter(tree, idx, sub):
-    return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), tree, sub)
+def _split(a, C):
+    return a.reshape((C, a.shape[0] // C) + a.shape[1:])
 
 
-def _gather_theta(theta, axes, idx):
-    return jax.tree_util.tree_map(
-        lambda ax, leaf: leaf if ax is None or leaf is None else _gather(leaf, idx),
-        axes,
-        theta,
-        is_leaf=_is_none,
-    )
-
-
-def _bucket(count, N):
-    """Batch sizes used between rounds: powers of 4 (few distinct compilations)."""
-    return min(N, 4 ** max(2, math.ceil(math.log(max(count, 1), 4))))
-
-
-def _run_in_rounds(program, x0, theta, axes, round_steps):
-    N = x0.shape[0]
-    state = program.init(x0, theta)
-    steps = jnp.zeros((N,), jnp.int32)
-    running = np.flatnonzero(~np.asarray(program.done(state)))
-    while running.size:
-        size = _bucket(running.size, N)
-        if size == N:
-            # Not worth compacting: finished fits are frozen by the solver's own test.
-            state, steps = program.advance(state, steps, theta, round_steps)
-        else:
-            # Pad with copies of a running fit: they compute the same values, so writing
-            # them back twice is harmless.
-            idx = jnp.asarray(np.concatenate([running, np.full(size - running.size, running[0])]))
-            # A batch k times smaller runs k times longer rounds for about the same cost
-            # per round, so the host synchronisations stay few.
-            sub_state, sub_steps = program.advance(
-                _gather(state, idx), _gather(steps, idx), _gather_theta(theta, axes, idx), round_steps * (N // size)
-            )
-            state = _scatter(state, idx, sub_state)
-            steps = _scatter(steps, idx, sub_steps)
-        done = np.asarray(program.done(state)) | (np.asarray(steps) >= program.max_steps)
-        running = np.flatnonzero(~done)
-    return program.finish(state, theta)
+def _rounds_chunk(chunk_size, N, devices):
+    """Fits advanced together in a round: a cache-sized chunk on a CPU; on accelerators,
+    which want wide batches, an eighth of the batch (at least 8192)."""
+    if chunk_size == "auto":
+        chunk_size = _CPU_CHUNK if devices[0].platform == "cpu" else max(-(-N // 8), 8192)
+    return min(chunk_size or N, N)
 
 
 def _chunk_size(chunk_size, N, devices):
@@ -507,4 +542,4 @@ def _shard(x0, theta, axes, N, devices):
 
     x0 = put(x0, 0)
     theta = jax.tree_util.tree_map(put, theta, axes, is_leaf=_is_none)
-    return x0, theta
+    return x0, theta, mesh

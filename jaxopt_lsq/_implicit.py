@@ -43,16 +43,41 @@ def active_mask_field(out, theta):
     return out["active_mask"]
 
 
-def implicit_solution(solve, cost, fields, bounds_of, active_of=active_mask_field):
-    """Wrap ``solve(x0, theta) -> dict`` with implicit differentiation.
+def implicit_tangent(out, theta, dtheta, cost, fields, bounds_of, active_of=active_mask_field):
+    """The tangent of a solve's result ``out`` (a dict holding ``x``) along ``dtheta``.
 
     ``cost(x, theta)``: the scalar objective being minimised.
     ``fields(x, theta)``: the differentiable result fields as functions of the solution
     (e.g. ``fun``, ``jac``, ``cost``); their tangents come from one JVP.
     ``bounds_of(theta)``: ``(lb, ub)`` arrays (``-inf``/``inf`` where unbounded).
     ``active_of(out, theta)``: -1 where the solution sits on its lower bound, 1 on its
-    upper bound, 0 for free variables. The result dict must hold ``x``.
+    upper bound, 0 for free variables.
     """
+    x = out["x"]
+    active = active_of(out, theta)
+    free = active == 0
+
+    grad = jax.grad(cost, argnums=0)
+    H = jax.jacfwd(grad, argnums=0)(x, theta)
+    # Tangent of the active variables: the tangent of the bound they sit on.
+    _, (dlb, dub) = jax.jvp(bounds_of, (theta,), (dtheta,))
+    dx_active = jnp.where(active == -1, dlb, jnp.where(active == 1, dub, 0.0))
+    _, b = jax.jvp(lambda th: grad(x, th), (theta,), (dtheta,))
+    rhs = jnp.where(free, -(b + H @ dx_active), 0.0)
+    mask = free[:, None] & free[None, :]
+    H_ff = jnp.where(mask, H, jnp.diag(jnp.where(free, 0.0, 1.0)))
+    dx = jnp.where(free, jnp.linalg.pinv(H_ff, hermitian=True) @ rhs, dx_active)
+
+    _, dfields = jax.jvp(fields, (x, theta), (dx, dtheta))
+    dout = {k: _zero_tangent(v) for k, v in out.items()}
+    dout["x"] = dx
+    dout.update(dfields)
+    return dout
+
+
+def implicit_solution(solve, cost, fields, bounds_of, active_of=active_mask_field):
+    """Wrap ``solve(x0, theta) -> dict`` with implicit differentiation (the arguments
+    are those of :func:`implicit_tangent`)."""
 
     @jax.custom_jvp
     def solution(x0, theta):
@@ -63,25 +88,6 @@ def implicit_solution(solve, cost, fields, bounds_of, active_of=active_mask_fiel
         x0, theta = primals
         _, dtheta = tangents
         out = solve(x0, theta)
-        x = out["x"]
-        active = active_of(out, theta)
-        free = active == 0
-
-        grad = jax.grad(cost, argnums=0)
-        H = jax.jacfwd(grad, argnums=0)(x, theta)
-        # Tangent of the active variables: the tangent of the bound they sit on.
-        _, (dlb, dub) = jax.jvp(bounds_of, (theta,), (dtheta,))
-        dx_active = jnp.where(active == -1, dlb, jnp.where(active == 1, dub, 0.0))
-        _, b = jax.jvp(lambda th: grad(x, th), (theta,), (dtheta,))
-        rhs = jnp.where(free, -(b + H @ dx_active), 0.0)
-        mask = free[:, None] & free[None, :]
-        H_ff = jnp.where(mask, H, jnp.diag(jnp.where(free, 0.0, 1.0)))
-        dx = jnp.where(free, jnp.linalg.pinv(H_ff, hermitian=True) @ rhs, dx_active)
-
-        _, dfields = jax.jvp(fields, (x, theta), (dx, dtheta))
-        dout = {k: _zero_tangent(v) for k, v in out.items()}
-        dout["x"] = dx
-        dout.update(dfields)
-        return out, dout
+        return out, implicit_tangent(out, theta, dtheta, cost, fields, bounds_of, active_of)
 
     return solution

@@ -14,7 +14,7 @@ import numpy as np
 from . import _validate
 from ._host import host_call, is_tracer, output_struct, reraise_host_errors
 from ._host import split_data as _split_data
-from ._implicit import implicit_solution
+from ._implicit import implicit_solution, implicit_tangent
 from ._iterate import iterate
 from ._jacobian import (
     HostOperatorJac,
@@ -56,8 +56,10 @@ class _HostLoss:
 @functools.lru_cache(maxsize=256)
 def build_solver(config):
     """The solver of one static configuration, with ``data_of(theta)`` (the solver's
-    data from the traced arguments) and ``solution(x0, theta)`` (the whole solve,
-    differentiable by implicit differentiation; not yet jitted)."""
+    data from the traced arguments), ``run(x0, theta)`` (the solve), ``solution(x0,
+    theta)`` (the solve, differentiable by implicit differentiation; not yet jitted) and
+    ``tangent(out, theta, dtheta)`` (the tangent of a solve's result ``out``, for
+    drivers that run the solve themselves)."""
     method, residual_cfg, solver_cfg, static = config
     residuals = ResidualFunction(*residual_cfg)
     solver = _SOLVERS[method](residuals, *solver_cfg)
@@ -81,10 +83,18 @@ def build_solver(config):
             )
         return solver.cost(x, data_of(theta))
 
-    solution = implicit_solution(
-        run, cost, lambda x, theta: solver.result_fields(x, data_of(theta)), lambda theta: (theta[1], theta[2])
-    )
-    return solver, data_of, run, solution
+    def fields(x, theta):
+        return solver.result_fields(x, data_of(theta))
+
+    def bounds_of(theta):
+        return theta[1], theta[2]
+
+    solution = implicit_solution(run, cost, fields, bounds_of)
+
+    def tangent(out, theta, dtheta):
+        return implicit_tangent(out, theta, dtheta, cost, fields, bounds_of)
+
+    return solver, data_of, run, solution, tangent
 
 
 @functools.lru_cache(maxsize=256)
@@ -94,7 +104,7 @@ def _compiled_solve(config):
     Data (``x0``, bounds, scales, array leaves of ``args``/``kwargs``) are arguments of
     the returned function, so new values reuse its compilation.
     """
-    _, _, run, solution = build_solver(config)
+    _, _, run, solution, _ = build_solver(config)
 
     def run_packed(x0, theta):
         # Eager calls: two buffers to bring to the host instead of ten small ones.
