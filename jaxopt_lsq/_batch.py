@@ -34,7 +34,7 @@ from ._least_squares import _FIELDS, _setup, build_solver
 from ._result import OptimizeResult
 
 _METHODS = ("lm-normal", "trf", "dogbox", "lm")
-_STRATEGIES = ("vmap", "rounds")
+_STRATEGIES = ("rounds", "vmap")
 
 
 def least_squares_batch(
@@ -56,8 +56,8 @@ def least_squares_batch(
     *,
     in_axes=0,
     kwargs_in_axes=0,
-    strategy="vmap",
-    round_steps=8,
+    strategy="rounds",
+    round_steps=1,
     devices=None,
     chunk_size="auto",
 ):
@@ -102,16 +102,17 @@ def least_squares_batch(
     in_axes, kwargs_in_axes : int, None, or a tuple/dict prefix, optional
         Which axis of each element of ``args`` (``kwargs``) is the batch axis, with
         :func:`jax.vmap`'s meaning (``None``: shared by all fits). Default 0.
-    strategy : {'vmap', 'rounds'}, optional
-        ``'vmap'`` (default): one ``while_loop`` over the batch (or over each chunk, see
-        ``chunk_size``); every fit of it runs until the slowest one is done.
-        ``'rounds'``: advance the fits ``round_steps`` evaluations at a time, chunk by
-        chunk, and between rounds gather the fits still running into the first chunks,
-        so that finished fits cost nothing. Same results, fit for fit; use it when the
-        fits need different numbers of iterations (a few hard fits, or float32). Both
-        work inside ``jax.jit`` and under ``jax.grad``.
+    strategy : {'rounds', 'vmap'}, optional
+        ``'rounds'`` (default): advance the fits ``round_steps`` evaluations at a time,
+        chunk by chunk, and between rounds gather the fits still running into the first
+        chunks, so that finished fits cost nothing. ``'vmap'``: one ``while_loop`` over
+        the batch (or over each chunk, see ``chunk_size``); every fit of it runs until
+        the slowest one is done. Same results, fit for fit; both work inside
+        ``jax.jit`` and under ``jax.grad``.
     round_steps : int, optional
-        Evaluations per round for ``strategy='rounds'`` (default 8).
+        Evaluations per round for ``strategy='rounds'`` (default 1: a round costs a
+        partition of the batch and a gather of the running fits, less than the
+        evaluations that longer rounds would spend on fits already done).
     devices : sequence of jax.Device, optional
         Devices to spread the fits over (default: all local devices; one device means
         no sharding). The batch is padded to a multiple of the device count; with

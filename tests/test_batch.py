@@ -136,7 +136,7 @@ def test_rounds_with_compaction_give_the_plain_vmap_results():
     # A few fits start far away and need many more evaluations than the rest.
     X0, Y = make_data(64)
     X0[:3] = [[5.0, -4.0, -0.01]] * 3
-    plain = least_squares_batch(decay, X0, args=(T, Y), in_axes=(None, 0))
+    plain = least_squares_batch(decay, X0, args=(T, Y), in_axes=(None, 0), strategy="vmap")
     assert plain.nfev[:3].min() > 3 * np.median(plain.nfev)
     # Chunks of 8 (the last one padded): the far fits are gathered into one chunk.
     for chunk in (8, 7, "auto"):
@@ -158,7 +158,8 @@ def test_rounds_with_compaction_give_the_plain_vmap_results():
     np.testing.assert_allclose(run("rounds"), run("vmap"), rtol=1e-12)
     g_rounds = jax.grad(lambda Y: jnp.sum(least_squares_batch(decay, X0, args=(T, Y), in_axes=(None, 0),
                                                               strategy="rounds", chunk_size=8).x[:, 2]))(Y)
-    g_plain = jax.grad(lambda Y: jnp.sum(least_squares_batch(decay, X0, args=(T, Y), in_axes=(None, 0)).x[:, 2]))(Y)
+    g_plain = jax.grad(lambda Y: jnp.sum(least_squares_batch(decay, X0, args=(T, Y), in_axes=(None, 0),
+                                                             strategy="vmap").x[:, 2]))(Y)
     np.testing.assert_allclose(g_rounds, g_plain, rtol=1e-10, atol=1e-14)
     # trf, whose state is different, also runs in rounds.
     trf = least_squares_batch(decay, X0[:16], args=(T, Y[:16]), in_axes=(None, 0), method="trf", strategy="rounds")
@@ -293,7 +294,7 @@ def test_sharded_over_four_cpu_devices():
         f = lambda x, t, y: x[0] + x[1] * jnp.exp(x[2] * t) - y
         x_all, _, _ = _batch._shard(jnp.asarray(X0), (), (), 10, jax.devices())
         assert len(x_all.sharding.device_set) == 4 and x_all.shape == (12, 3)
-        many = least_squares_batch(f, X0, args=(t, Y), in_axes=(None, 0))
+        many = least_squares_batch(f, X0, args=(t, Y), in_axes=(None, 0), strategy="vmap")
         one = least_squares_batch(f, X0, args=(t, Y), in_axes=(None, 0), devices=jax.devices()[:1])
         rounds = least_squares_batch(f, X0, args=(t, Y), in_axes=(None, 0), strategy="rounds")
         assert many.x.shape == (10, 3)
@@ -319,15 +320,16 @@ def test_chunks_give_the_same_results_as_the_whole_batch():
     X0, Y = make_data(11)
     LB = np.tile([-np.inf, 0.0, -5.0], (11, 1))
     kw = dict(args=(T, Y), in_axes=(None, 0), bounds=(LB, np.inf), loss="soft_l1")
-    whole = least_squares_batch(decay, X0, chunk_size=None, **kw)
-    chunked = least_squares_batch(decay, X0, chunk_size=4, **kw)  # 3 chunks, the last one padded
-    for k in ("x", "cost", "fun", "jac", "nfev", "status", "active_mask"):
-        np.testing.assert_allclose(chunked[k], whole[k], rtol=1e-13, atol=0, err_msg=k)
+    whole = least_squares_batch(decay, X0, chunk_size=None, strategy="vmap", **kw)
+    for strategy in ("vmap", "rounds"):
+        chunked = least_squares_batch(decay, X0, chunk_size=4, strategy=strategy, **kw)  # 3 chunks, one padded
+        for k in ("x", "cost", "fun", "jac", "nfev", "status", "active_mask"):
+            np.testing.assert_allclose(chunked[k], whole[k], rtol=1e-13, atol=0, err_msg=f"{strategy} {k}")
     with pytest.raises(ValueError, match="chunk_size"):
         least_squares_batch(decay, X0, chunk_size=0, **kw)
     # Gradients flow through the chunked solve too.
     g = jax.grad(lambda Y: jnp.sum(least_squares_batch(decay, X0, args=(T, Y), in_axes=(None, 0), chunk_size=4).x))(
         jnp.asarray(Y))
-    g_whole = jax.grad(lambda Y: jnp.sum(least_squares_batch(decay, X0, args=(T, Y), in_axes=(None, 0)).x))(
-        jnp.asarray(Y))
+    g_whole = jax.grad(lambda Y: jnp.sum(least_squares_batch(decay, X0, args=(T, Y), in_axes=(None, 0),
+                                                             strategy="vmap", chunk_size=None).x))(jnp.asarray(Y))
     np.testing.assert_allclose(g, g_whole, rtol=1e-10, atol=1e-12)

@@ -253,7 +253,9 @@ class NormalLM(AbstractSolver):
         scale_inv_new = self._new_scale_inv(JtJ_new, old.scale_inv, data)
         _, _, g_norm_new = self._scaling(x_new, g_new, scale_inv_new, data)
 
-        jac_bad = accept & ~all_finite(JtJ_new)
+        # A Jacobian entry that is not finite makes its column's diagonal entry of J^T J
+        # (a sum of squares) not finite: testing the diagonal is enough.
+        jac_bad = accept & ~all_finite(jnp.diagonal(JtJ_new))
         g_norm = jnp.where(accept, g_norm_new, old.g_norm)
         iteration_ends = accept | (term != 0) | (nfev >= self.max_nfev)
         status = jnp.where(
