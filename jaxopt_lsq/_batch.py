@@ -122,8 +122,9 @@ def least_squares_batch(
         device: solve the fits in consecutive chunks of this many (a ``lax.map`` over
         vmapped solves), so that a chunk's working set stays in the CPU's cache;
         ``'auto'``: 2048 on a CPU, the whole batch elsewhere. ``strategy='rounds'``: the
-        size of the chunks that rounds advance; ``'auto'``: 2048 on a CPU, an eighth of
-        the batch (at least 8192) elsewhere. ``None``: the whole batch. Results do not
+        size of the chunks that rounds advance and the granularity of their compaction;
+        ``'auto'``: an eighth of the batch, within [256, 1024] on a CPU and at least
+        8192 elsewhere. ``None``: the whole batch. Results do not
         depend on it.
 
     Returns
@@ -409,10 +410,13 @@ def _split(a, C):
 
 
 def _rounds_chunk(chunk_size, N, devices):
-    """Fits advanced together in a round: a cache-sized chunk on a CPU; on accelerators,
-    which want wide batches, an eighth of the batch (at least 8192)."""
+    """Fits advanced together in a round. The chunk is also the granularity of the
+    compaction, so it is a fraction of the batch (an eighth): on a CPU between 256 (below,
+    the fixed cost of each operation dominates) and 1024 (cache-sized); on accelerators,
+    which want wide batches, at least 8192."""
     if chunk_size == "auto":
-        chunk_size = _CPU_CHUNK if devices[0].platform == "cpu" else max(-(-N // 8), 8192)
+        eighth = -(-N // 8)
+        chunk_size = min(max(eighth, 256), 1024) if devices[0].platform == "cpu" else max(eighth, 8192)
     return min(chunk_size or N, N)
 
 
