@@ -18,10 +18,9 @@ import jax.numpy as jnp
 
 
 def materialize(a):
-    """``a`` unchanged (bit for bit), computed once rather than fused into its users.
-
-    Booleans go through ``sqrt`` of 0.0/1.0; floats through ``sqrt(a*a)`` would lose
-    the sign, so they take ``a`` times the square root of 1 computed at run time."""
-    if a.dtype == jnp.bool_:
-        return jnp.sqrt(jnp.where(a, 1.0, 0.0).astype(jnp.float32)) > 0.5
-    raise TypeError("materialize is only used on boolean decisions")
+    """The boolean array ``a`` unchanged, computed once rather than fused into its users
+    (it goes through the square root of 0.0/1.0)."""
+    if a.dtype != jnp.bool_:
+        raise TypeError("materialize is only used on boolean decisions")
+    one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
+    return jnp.sqrt(jnp.where(a, one, zero)) > 0.5
