@@ -70,12 +70,23 @@ def _is_concrete_array(a):
     return False
 
 
-def _message_for(kind, status):
-    """Host-side message lookup; ``None`` when ``status`` is not a concrete array."""
-    if not _is_concrete_array(status):
+def _host_value(a):
+    """``a`` as NumPy when it is a concrete array (one device-to-host read), else ``None``."""
+    if isinstance(a, (np.ndarray, np.generic)):
+        return a
+    if isinstance(a, int):
+        return np.asarray(a)
+    if not isinstance(a, jax.Array) or isinstance(a, jax.core.Tracer):
         return None
+    try:
+        return np.asarray(a)
+    except Exception:  # not fully addressable (multi-process arrays)
+        return None
+
+
+def _messages_of(kind, s):
+    """Messages for the NumPy status ``s`` (one per fit when batched)."""
     messages = _KINDS[kind][0]
-    s = np.asarray(status)
     if s.ndim == 0:
         return messages.get(int(s), f"Unknown status {int(s)}.")
     # Batched results (from jax.vmap): one message per fit.
@@ -83,14 +94,26 @@ def _message_for(kind, status):
     return np.array(flat, dtype=object).reshape(s.shape)
 
 
-def _success_for(kind, status):
+def _message_for(kind, status):
+    """Host-side message lookup; ``None`` when ``status`` is not a concrete array."""
+    s = _host_value(status)
+    return None if s is None else _messages_of(kind, s)
+
+
+def _success_for(kind, status, host=None):
+    """``success`` from ``status``: NumPy when ``status`` is concrete (``host``: its NumPy
+    value when already read), else the traced comparison."""
     rule = _KINDS[kind][1]
     if isinstance(status, int):
         return bool(rule(status))
     if status is None or not hasattr(status, "dtype"):
         return None
-    if isinstance(status, (np.ndarray, np.generic)):
-        return np.asarray(rule(status))
+    if host is None:
+        host = _host_value(status)
+    if host is not None:
+        # Computed on the host: a JAX comparison here would be one more dispatch
+        # (several microseconds) every time a result leaves `jit`.
+        return np.asarray(rule(host))
     return rule(status)
 
 
@@ -158,8 +181,10 @@ class OptimizeResult(dict):
             status = dict.__getitem__(self, "status")
             key = _MESSAGE_KEYS.get(self._kind, "status")
             code = dict.__getitem__(self, key) if key in self else status
-            dict.__setitem__(self, "message", _message_for(self._kind, code))
-            dict.__setitem__(self, "success", _success_for(self._kind, status))
+            host = _host_value(status)
+            host_code = host if code is status else _host_value(code)
+            dict.__setitem__(self, "message", None if host_code is None else _messages_of(self._kind, host_code))
+            dict.__setitem__(self, "success", _success_for(self._kind, status, host))
 
     def __getattr__(self, name):
         try:
@@ -192,8 +217,10 @@ class OptimizeResult(dict):
 
     # --- pytree protocol -------------------------------------------------------------
     def tree_flatten(self):
-        keys = tuple(k for k in self.keys() if k not in self._DERIVED)
-        return tuple(dict.__getitem__(self, k) for k in keys), (keys, self._kind)
+        # Runs at every `block_until_ready` and every `jit` boundary: kept lean.
+        derived = self._DERIVED
+        items = [kv for kv in dict.items(self) if kv[0] not in derived]
+        return tuple([v for _, v in items]), (tuple([k for k, _ in items]), self._kind)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
