@@ -123,7 +123,7 @@ def least_squares_batch(
         vmapped solves), so that a chunk's working set stays in the CPU's cache;
         ``'auto'``: 2048 on a CPU, the whole batch elsewhere. ``strategy='rounds'``: the
         size of the chunks that rounds advance and the granularity of their compaction;
-        ``'auto'``: an eighth of the batch, within [256, 1024] on a CPU and at least
+        ``'auto'``: an eighth of the batch, within [256, 512] on a CPU and at least
         8192 elsewhere. ``None``: the whole batch. Results do not
         depend on it.
 
@@ -412,11 +412,12 @@ def _split(a, C):
 def _rounds_chunk(chunk_size, N, devices):
     """Fits advanced together in a round. The chunk is also the granularity of the
     compaction, so it is a fraction of the batch (an eighth): on a CPU between 256 (below,
-    the fixed cost of each operation dominates) and 1024 (cache-sized); on accelerators,
-    which want wide batches, at least 8192."""
+    the fixed cost of each operation dominates) and 512 (measured with bench_batched's
+    workloads: 256-1024 within noise, 2048 slower); on accelerators, which want wide
+    batches, at least 8192."""
     if chunk_size == "auto":
         eighth = -(-N // 8)
-        chunk_size = min(max(eighth, 256), 1024) if devices[0].platform == "cpu" else max(eighth, 8192)
+        chunk_size = min(max(eighth, 256), 512) if devices[0].platform == "cpu" else max(eighth, 8192)
     return min(chunk_size or N, N)
 
 
