@@ -320,21 +320,26 @@ def compact_indices(mask, size):
             jnp.arange(n, dtype=jnp.int32), mode="drop"
         )
     nb = -(-n // B)
-    blocks = jnp.pad(mask, (0, nb * B - n)).reshape(nb, B)
-    occupied = jnp.any(blocks, axis=1)
+    nf = n // B  # full blocks; the short last one (if any) is counted on its own, so
+    # that no padded copy of ``mask`` is made
+    occupied = jnp.any(mask[: nf * B].reshape(nf, B), axis=1)
+    if nf < nb:
+        occupied = jnp.concatenate([occupied, jnp.any(mask[nf * B :])[None]])
     bidx = compact_indices(occupied, size)  # (size,), nb pads
     bsafe = jnp.minimum(bidx, nb - 1)
-    sub = blocks[bsafe] & (bidx < nb)[:, None]  # (size, B)
-    flat = sub.reshape(-1)
-    gidx = (bsafe[:, None] * B + jnp.arange(B, dtype=jnp.int32)[None, :]).reshape(-1)
+    gidx = bsafe[:, None] * B + jnp.arange(B, dtype=jnp.int32)[None, :]  # (size, B)
+    flat = (mask[jnp.minimum(gidx, n - 1)] & (gidx < n) & (bidx < nb)[:, None]).reshape(-1)
+    gidx = gidx.reshape(-1)
     pos = jnp.cumsum(flat.astype(jnp.int32)) - 1
     target = jnp.where(flat & (pos < size), pos, size)
     return jnp.full((size,), n, jnp.int32).at[target].set(gidx.astype(jnp.int32), mode="drop")
 
 
 #: Up to this size a stable order is found by counting (O(n^2) elementwise work in one
-#: fused pass), which on CPU beats XLA's comparison sort (about 2.7 vs 5.8 us at n = 100).
-RANK_ORDER_MAX_N = 128
+#: fused pass), which on CPU beats XLA's comparison sort (about 0.8 vs 2.8 us at n = 10).
+#: Beyond it the sort wins: from n = 24 on, XLA splits the (n, n) comparison over two
+#: threads, and at n = 100 counting costs about 14 us against 8.5 us for the sort.
+RANK_ORDER_MAX_N = 16
 
 
 def stable_order(t):
