@@ -603,7 +603,7 @@ def subspace_minimization(x, g, lower, upper, xc, c, free, mem: Memory, M, gram_
     v = wt_matvec(mem, h, scale) - jnp.matmul(GF, Mc, precision=_HI)
     v = jnp.matmul(M, v, precision=_HI)
     N = jnp.eye(twom, dtype=x.dtype) - jnp.matmul(M, GF, precision=_HI) / theta
-    v = jnp.linalg.solve(N, v)
+    v = lu_solve_small(N, v)
     # d_u = -(1/theta) r_F - (1/theta^2) Z Z^T W v, with r_F = free*(h - W M c)
     Wa = w_matvec(mem, Mc / theta - v / (theta * theta), scale)
     du = jnp.where(free, -h / theta + Wa, 0.0)
@@ -623,6 +623,27 @@ def subspace_minimization(x, g, lower, upper, xc, c, free, mem: Memory, M, gram_
     xbar = lax.cond(hit & ascent, truncated, lambda _: xp, None)
     has_pairs = jnp.any(mem.age >= 0)
     return jnp.where(has_pairs & jnp.any(free), xbar, xc)
+
+
+def lu_solve_small(A, b):
+    """``A^{-1} b`` by LU with partial pivoting, for a small (k, k) ``A`` (static ``k``).
+
+    The same factorisation as :func:`jnp.linalg.solve`, but the row permutation is
+    built from the pivots by ``k`` unrolled swaps on a length-``k`` index vector (a few
+    fused elementwise kernels) rather than by a ``while_loop``, whose trips inside the
+    solver's loop cost about as much as the rest of the subspace step on CPU.
+    """
+    k = A.shape[0]
+    lu, piv, _ = lax.linalg.lu(A)
+    idx = jnp.arange(k, dtype=piv.dtype)
+    perm = idx
+    for i in range(k):
+        p = piv[i]
+        at_i, at_p = perm[i], perm[p]
+        perm = jnp.where(idx == i, at_p, jnp.where(idx == p, at_i, perm))
+    y = lax.linalg.triangular_solve(lu, b[perm][:, None], left_side=True, lower=True,
+                                    unit_diagonal=True)
+    return lax.linalg.triangular_solve(lu, y, left_side=True, lower=False)[:, 0]
 
 
 #: Columns per panel of the blocked Gram product (a ``2m x GRAM_BLOCK`` panel stays in
