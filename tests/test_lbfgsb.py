@@ -143,6 +143,23 @@ def test_large_problem_matches_scipy():
                                atol=1e-8 * np.abs(sk[-1]).max())
 
 
+@pytest.mark.parametrize("maxiter", [4, 10, 13])
+def test_large_eager_pairs_match_traced_pairs(maxiter):
+    """Above ``LARGE_N`` an eager solve orders the correction pairs on the host (a view
+    of the memory when the slots are in time order): the same ``sk``/``yk`` as the
+    traced solve, before the memory is full, when full, and after it wrapped around."""
+    n = facade.LARGE_N + 904
+    x0 = np.linspace(-1.2, 1.0, n)
+    bounds = [(-1.5, 0.8)] * n
+    opts = dict(maxiter=maxiter)
+    res = jl.minimize(rosen(jnp), x0, bounds=bounds, options=opts)
+    traced = jax.jit(lambda x: jl.minimize(rosen(jnp), x, bounds=bounds, options=opts))(
+        jnp.asarray(x0))
+    assert int(res.nit) == int(traced.nit) == maxiter
+    np.testing.assert_array_equal(np.asarray(res.hess_inv.sk), np.asarray(traced.hess_inv.sk))
+    np.testing.assert_array_equal(np.asarray(res.hess_inv.yk), np.asarray(traced.hess_inv.yk))
+
+
 def test_limits_and_messages_match_scipy():
     x0 = np.zeros(10)
     for opts in [dict(maxiter=3), dict(maxfun=5)]:

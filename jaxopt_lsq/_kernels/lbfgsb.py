@@ -320,13 +320,16 @@ def compact_indices(mask, size):
             jnp.arange(n, dtype=jnp.int32), mode="drop"
         )
     nb = -(-n // B)
-    blocks = jnp.pad(mask, (0, nb * B - n)).reshape(nb, B)
-    occupied = jnp.any(blocks, axis=1)
+    nf = n // B  # full blocks; the short last one (if any) is counted on its own, so
+    # that no padded copy of ``mask`` is made
+    occupied = jnp.any(mask[: nf * B].reshape(nf, B), axis=1)
+    if nf < nb:
+        occupied = jnp.concatenate([occupied, jnp.any(mask[nf * B :])[None]])
     bidx = compact_indices(occupied, size)  # (size,), nb pads
     bsafe = jnp.minimum(bidx, nb - 1)
-    sub = blocks[bsafe] & (bidx < nb)[:, None]  # (size, B)
-    flat = sub.reshape(-1)
-    gidx = (bsafe[:, None] * B + jnp.arange(B, dtype=jnp.int32)[None, :]).reshape(-1)
+    gidx = bsafe[:, None] * B + jnp.arange(B, dtype=jnp.int32)[None, :]  # (size, B)
+    flat = (mask[jnp.minimum(gidx, n - 1)] & (gidx < n) & (bidx < nb)[:, None]).reshape(-1)
+    gidx = gidx.reshape(-1)
     pos = jnp.cumsum(flat.astype(jnp.int32)) - 1
     target = jnp.where(flat & (pos < size), pos, size)
     return jnp.full((size,), n, jnp.int32).at[target].set(gidx.astype(jnp.int32), mode="drop")
@@ -478,7 +481,7 @@ def _chunk_scan(carry, idx, tk, g, mem, scale, M, theta, f2_floor, bnded, n_left
     return found, t_star, c_star, new_carry, n_valid
 
 
-def cauchy_point(x, g, lower, upper, mem: Memory, M, *, chunk=None, bd=None):
+def cauchy_point(x, g, lower, upper, mem: Memory, M, *, chunk=None, bd=None, t=None):
     """Generalised Cauchy point.
 
     Parameters
@@ -487,6 +490,8 @@ def cauchy_point(x, g, lower, upper, mem: Memory, M, *, chunk=None, bd=None):
         ``buf @ d`` for the steepest-descent direction ``d`` on the moving variables
         (``-g`` where the breakpoint is positive), when the caller has it from a
         product it makes anyway; computed here otherwise.
+    t : None or array (n,)
+        The breakpoints (:func:`breakpoints`), when the caller has them.
     chunk : None or int
         ``None``: one chunk with all breakpoints (a sort of ``n`` values; for small
         ``n``). An integer ``K``: the ``K`` smallest breakpoints selected without
@@ -504,7 +509,7 @@ def cauchy_point(x, g, lower, upper, mem: Memory, M, *, chunk=None, bd=None):
     dtype = x.dtype
     theta = mem.theta
     scale = w_scale(mem)
-    t = breakpoints(x, g, lower, upper)
+    t = breakpoints(x, g, lower, upper) if t is None else t
     moving = t > 0
     d = jnp.where(moving, -g, 0.0)
     p0 = wt_matvec(mem, d, scale) if bd is None else scale * bd
@@ -596,22 +601,47 @@ def subspace_minimization(x, g, lower, upper, xc, c, free, mem: Memory, M, gram_
     v = wt_matvec(mem, h, scale) - jnp.matmul(GF, Mc, precision=_HI)
     v = jnp.matmul(M, v, precision=_HI)
     N = jnp.eye(twom, dtype=x.dtype) - jnp.matmul(M, GF, precision=_HI) / theta
-    v = jnp.linalg.solve(N, v)
+    v = lu_solve_small(N, v)
     # d_u = -(1/theta) r_F - (1/theta^2) Z Z^T W v, with r_F = free*(h - W M c)
     Wa = w_matvec(mem, Mc / theta - v / (theta * theta), scale)
     du = jnp.where(free, -h / theta + Wa, 0.0)
     ok = jnp.all(jnp.isfinite(du))
     du = jnp.where(ok, du, 0.0)
     xbar = xc + du
-    # Morales–Nocedal projection, else the truncated step of the 1995 paper.
+    # Morales–Nocedal projection, else the truncated step of the 1995 paper (computed
+    # only when needed).
     xp = jnp.clip(xbar, lower, upper)
     hit = jnp.any(free & ((xp <= lower) | (xp >= upper)) & (du != 0))
     ascent = jnp.dot(xp - x, g, precision=_HI) > 0
-    alpha = jnp.minimum(step_size_to_bound(xc, du, lower, upper)[0], 1.0)
-    xt = jnp.clip(xc + alpha * du, lower, upper)
-    xbar = jnp.where(hit & ascent, xt, xp)
+
+    def truncated(_):
+        alpha = jnp.minimum(step_size_to_bound(xc, du, lower, upper)[0], 1.0)
+        return jnp.clip(xc + alpha * du, lower, upper)
+
+    xbar = lax.cond(hit & ascent, truncated, lambda _: xp, None)
     has_pairs = jnp.any(mem.age >= 0)
     return jnp.where(has_pairs & jnp.any(free), xbar, xc)
+
+
+def lu_solve_small(A, b):
+    """``A^{-1} b`` by LU with partial pivoting, for a small (k, k) ``A`` (static ``k``).
+
+    The same factorisation as :func:`jnp.linalg.solve`, but the row permutation is
+    built from the pivots by ``k`` unrolled swaps on a length-``k`` index vector (a few
+    fused elementwise kernels) rather than by a ``while_loop``, whose trips inside the
+    solver's loop cost about as much as the rest of the subspace step on CPU.
+    """
+    k = A.shape[0]
+    lu, piv, _ = lax.linalg.lu(A)
+    idx = jnp.arange(k, dtype=piv.dtype)
+    perm = idx
+    for i in range(k):
+        p = piv[i]
+        at_i, at_p = perm[i], perm[p]
+        perm = jnp.where(idx == i, at_p, jnp.where(idx == p, at_i, perm))
+    y = lax.linalg.triangular_solve(lu, b[perm][:, None], left_side=True, lower=True,
+                                    unit_diagonal=True)
+    return lax.linalg.triangular_solve(lu, y, left_side=True, lower=False)[:, 0]
 
 
 #: Columns per panel of the blocked Gram product (a ``2m x GRAM_BLOCK`` panel stays in
@@ -699,28 +729,42 @@ FTOL, GTOL, XTOL = 1e-3, 0.9, 0.1
 _XTRAPL, _XTRAPU = 1.1, 4.0
 
 
+_LS_FIELDS = ("stx", "fx", "gx", "sty", "fy", "gy", "stmin", "stmax", "brackt", "stage",
+              "width", "width1", "finit", "ginit")
+
+
 class LineSearch(eqx.Module):
-    stx: jax.Array
-    fx: jax.Array
-    gx: jax.Array
-    sty: jax.Array
-    fy: jax.Array
-    gy: jax.Array
-    stmin: jax.Array
-    stmax: jax.Array
-    brackt: jax.Array
-    stage: jax.Array
-    width: jax.Array
-    width1: jax.Array
-    finit: jax.Array
-    ginit: jax.Array
+    """The Moré–Thuente search state, packed in one vector ``v`` (floats; ``brackt``
+    stored as 0/1, ``stage`` as 1/2).
+
+    One array instead of fourteen scalars: under ``jit`` on CPU every scalar of a loop
+    state costs its own small kernel (and often a copy) per loop trip; a vector is
+    updated by one fused kernel. The fields are read by name through properties.
+    """
+
+    v: jax.Array
+
+    def __getattr__(self, name):
+        if name in _LS_FIELDS:
+            i = _LS_FIELDS.index(name)
+            if name == "brackt":
+                return self.v[i] != 0
+            if name == "stage":
+                return self.v[i].astype(jnp.int32)
+            return self.v[i]
+        raise AttributeError(name)
+
+
+def _line_search(**fields):
+    dtype = jnp.result_type(fields["finit"], fields["stx"])
+    return LineSearch(jnp.stack([jnp.asarray(fields[k]).astype(dtype) for k in _LS_FIELDS]))
 
 
 def dcsrch_start(f, g, stp, stpmin, stpmax):
     """Line-search state for a search from ``(f, g = f'(0))`` with first trial ``stp``."""
     z = jnp.zeros_like(stp)
     width = stpmax - stpmin
-    return LineSearch(
+    return _line_search(
         stx=z,
         fx=f,
         gx=g,
@@ -881,7 +925,7 @@ def dcsrch_update(ls: LineSearch, stp, f, g, stpmin, stpmax):
     stuck = brackt & (((stp_n <= stmin) | (stp_n >= stmax)) | (stmax - stmin <= XTOL * stmax))
     stp_n = jnp.where(stuck, stx, stp_n)
 
-    new = LineSearch(
+    new = _line_search(
         stx=stx,
         fx=fx,
         gx=gx,
@@ -899,5 +943,5 @@ def dcsrch_update(ls: LineSearch, stp, f, g, stpmin, stpmax):
     )
     # On acceptance the search state no longer matters; keep the old one (cheap).
     done = task != LS_FG
-    new = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), ls, new)
+    new = LineSearch(jnp.where(done, ls.v, new.v))
     return new, jnp.where(done, stp, stp_n), task

@@ -72,6 +72,9 @@ class LbfgsbState(eqx.Module):
     n_ls: jax.Array  # evaluations in this line search
     stp_bad: jax.Array  # smallest step with a non-finite f or g in this search
     nonfinite_seen: jax.Array
+    # --- the box, summarised once (scanning the bounds every iteration costs passes) --
+    constrained: jax.Array  # some bound is finite
+    boxed: jax.Array  # every bound is finite
     # --- counters and outcome -----------------------------------------------------
     nfev: jax.Array
     njev: jax.Array
@@ -117,10 +120,11 @@ class LbfgsbSolver(AbstractSolver):
         g = jnp.asarray(g, x.dtype).reshape(x.shape)
         return f, g
 
-    def _end_point(self, x, g, lower, upper, mem, gram, free_prev, reset, bd=None):
+    def _end_point(self, x, g, lower, upper, mem, gram, free_prev, reset, bd=None, t=None):
         """``xbar``: generalised Cauchy point, then subspace minimisation.
 
-        ``bd``: ``buf @ d`` for the Cauchy point's first direction, if known."""
+        ``bd``: ``buf @ d`` for the Cauchy point's first direction, if known; ``t``: the
+        breakpoints, if known."""
         dtype = x.dtype
         mem = K.memory_reset(mem, reset)
         M, ok = K.middle_matrix(mem)
@@ -128,7 +132,7 @@ class LbfgsbSolver(AbstractSolver):
         M = jnp.where(ok, M, 0.0)
         if self.bounded:
             xc, c, free, _ = K.cauchy_point(
-                x, g, lower, upper, mem, M, chunk=self.gcp_chunk, bd=bd
+                x, g, lower, upper, mem, M, chunk=self.gcp_chunk, bd=bd, t=t
             )
             if self.gram_update_size is None:
                 gram = K.free_gram_full(mem, free)
@@ -147,8 +151,8 @@ class LbfgsbSolver(AbstractSolver):
             xbar = jnp.where(mem.count > 0, xbar, x - g / mem.theta)
         return xbar, mem, gram, free_prev
 
-    def _direction(self, x, f, g, lower, upper, mem, gram, free_prev, nit, reset, empty=False,
-                   bd=None):
+    def _direction(self, x, f, g, lower, upper, mem, gram, free_prev, nit, reset, constrained,
+                   boxed, empty=False, bd=None, t=None):
         """Start a line search from ``(x, f, g)``.
 
         Returns the new memory/gram/free set, the direction and the line-search
@@ -163,23 +167,24 @@ class LbfgsbSolver(AbstractSolver):
             xbar = K.steepest_descent_point(x, g, lower, upper) if self.bounded else x - g
         else:
             xbar, mem, gram, free_prev = self._end_point(
-                x, g, lower, upper, mem, gram, free_prev, reset, bd
+                x, g, lower, upper, mem, gram, free_prev, reset, bd, t
             )
         d = xbar - x
         gd = jnp.dot(g, d)
-        has_pairs = mem.count > 0
-        # No descent: with pairs, forget them and take the projected gradient step.
-        retry = ~(gd < 0) & has_pairs
-        mem = K.memory_reset(mem, retry)
-        xsd = K.steepest_descent_point(x, g, lower, upper)
-        xbar = jnp.where(retry, xsd, xbar)
-        d = jnp.where(retry, xsd - x, d)
-        gd = jnp.where(retry, jnp.dot(g, d), gd)
+        if not empty:
+            # No descent: with pairs, forget them and take the projected gradient step
+            # (rare: computed only then).
+            retry = ~(gd < 0) & (mem.count > 0)
+            mem = K.memory_reset(mem, retry)
+
+            def steepest(_):
+                xsd = K.steepest_descent_point(x, g, lower, upper) if self.bounded else x - g
+                return xsd, xsd - x, jnp.dot(g, xsd - x)
+
+            xbar, d, gd = lax.cond(retry, steepest, lambda _: (xbar, d, gd), None)
         abnormal = ~(gd < 0)
 
         if self.bounded:
-            constrained = jnp.any(jnp.isfinite(lower) | jnp.isfinite(upper))
-            boxed = jnp.all(jnp.isfinite(lower) & jnp.isfinite(upper))
             smax = jnp.minimum(step_size_to_bound(x, d, lower, upper)[0], _BIG_STEP)
             stpmax = jnp.where(constrained, jnp.where(nit == 0, 1.0, smax), _BIG_STEP)
         else:
@@ -206,9 +211,11 @@ class LbfgsbSolver(AbstractSolver):
         finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
         fs = jnp.where(finite, f, 0.0)
         gs = jnp.where(finite, g, 0.0)
+        constrained = jnp.any(jnp.isfinite(lower) | jnp.isfinite(upper))
+        boxed = jnp.all(jnp.isfinite(lower) & jnp.isfinite(upper))
         mem, gram, free_prev, d, xbar, stpmax, gd, ls, stp, abnormal = self._direction(
             x, fs, gs, lower, upper, mem, gram, free_prev, jnp.asarray(0, jnp.int32),
-            jnp.asarray(False), empty=True,
+            jnp.asarray(False), constrained, boxed, empty=True,
         )
         pg = K.projected_gradient_norm(x, g, lower, upper)
         converged = finite & (pg <= self.pgtol)
@@ -225,7 +232,7 @@ class LbfgsbSolver(AbstractSolver):
             x=x, f=f, g=g, mem=mem, gram_free=gram, free_prev=free_prev,
             d=d, xbar=xbar, stpmax=stpmax, gdold=gd,
             ls=ls, stp=stp, n_ls=i32(0), stp_bad=jnp.asarray(jnp.inf, dtype),
-            nonfinite_seen=jnp.asarray(False),
+            nonfinite_seen=jnp.asarray(False), constrained=constrained, boxed=boxed,
             nfev=i32(self.evals_per_fg), njev=i32(1), nit=i32(0),
             status=i32(status), task=i32(task),
         )
@@ -258,7 +265,7 @@ class LbfgsbSolver(AbstractSolver):
         bad = running & ~finite
         stp_bad = jnp.where(bad, jnp.minimum(s.stp_bad, s.stp), s.stp_bad)
         upd = running & finite
-        ls_n = jax.tree_util.tree_map(lambda a, b: jnp.where(upd, a, b), ls_n, s.ls)
+        ls_n = K.LineSearch(jnp.where(upd, ls_n.v, s.ls.v))
         back = s.ls.stx + 0.5 * (stp_bad - s.ls.stx)
         stp_n = jnp.where(upd & (stp_n < stp_bad), stp_n, back)
         stp_n = jnp.where(running, stp_n, s.stp).astype(dtype)
@@ -286,10 +293,11 @@ class LbfgsbSolver(AbstractSolver):
             gram = s.gram_free
             if self.bounded and self.gram_update_size is not None:
                 extra += [jnp.where(s.free_prev, sv, 0.0), jnp.where(s.free_prev, yv, 0.0)]
+            t_new = None
             if self.bounded:
                 # The Cauchy point's first direction rides along in the same product.
-                moving = K.breakpoints(x_new, g_new, lower, upper) > 0
-                extra.append(jnp.where(moving, -g_new, 0.0))
+                t_new = K.breakpoints(x_new, g_new, lower, upper)
+                extra.append(jnp.where(t_new > 0, -g_new, 0.0))
             prod = K.wt_matvec(mem, jnp.stack(extra, axis=1), jnp.ones((2 * self.m,), dtype))
             yy = prod[slot, 1]  # y . y: the new row of Y times y (used only if pushed)
             mem2 = K.memory_update_small(mem, slot, prod[:, :2], sy, yy, do_push)
@@ -304,7 +312,7 @@ class LbfgsbSolver(AbstractSolver):
             reset = failed & had_pairs
             out = self._direction(
                 x_new, f_new, g_new, lower, upper, mem2, gram, s.free_prev, nit, reset,
-                bd=prod[:, -1] if self.bounded else None,
+                s.constrained, s.boxed, bd=prod[:, -1] if self.bounded else None, t=t_new,
             )
             mem3, gram3, free3, d, xbar, stpmax, gd, ls, stp, abnormal = out
             # Termination, in SciPy's order: its Python loop checks maxiter and maxfun
@@ -347,7 +355,8 @@ class LbfgsbSolver(AbstractSolver):
         new = LbfgsbState(
             x=x, f=f, g=g, mem=mem, gram_free=gram, free_prev=free_prev, d=d, xbar=xbar,
             stpmax=stpmax, gdold=gdold, ls=ls, stp=stp, n_ls=n_ls, stp_bad=stp_bad,
-            nonfinite_seen=nonfinite_seen, nfev=nfev, njev=njev, nit=nit,
+            nonfinite_seen=nonfinite_seen, constrained=s.constrained, boxed=s.boxed,
+            nfev=nfev, njev=njev, nit=nit,
             status=status, task=task,
         )
         if self.callback is not None:
@@ -394,4 +403,7 @@ class LbfgsbSolver(AbstractSolver):
             x=s.x, fun=s.f, jac=s.g, nfev=s.nfev, njev=s.njev, nit=s.nit,
             status=status.astype(jnp.int32), task_code=task.astype(jnp.int32),
             sk=sk, yk=yk, n_corrs=jnp.sum(valid, dtype=jnp.int32),
+            # The raw memory, for callers that order the pairs themselves (a large
+            # eager solve does it on the host, usually without a copy).
+            pairs=mem.buf, age=mem.age,
         )
