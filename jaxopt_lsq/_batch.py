@@ -110,9 +110,11 @@ def least_squares_batch(
         the slowest one is done. Same results, fit for fit; both work inside
         ``jax.jit`` and under ``jax.grad``.
     round_steps : int, optional
-        Evaluations per round for ``strategy='rounds'`` (default 1: a round costs a
-        partition of the batch and a gather of the running fits, less than the
-        evaluations that longer rounds would spend on fits already done).
+        Evaluations per round for ``strategy='rounds'`` while every chunk still has
+        running fits (default 1: a round costs a partition of the batch and a gather of
+        the running fits, less than the evaluations that longer rounds would spend on
+        fits already done). When only k of the C chunks still run, rounds are
+        ``C // k`` times longer.
     devices : sequence of jax.Device, optional
         Devices to spread the fits over (default: all local devices; one device means
         no sharding). The batch is padded to a multiple of the device count; with
@@ -339,8 +341,8 @@ class _Program:
             theta = jax.tree_util.tree_map(lambda ax, a: a if ax is None or a is None else _pad(a, Np), axes, theta,
                                            is_leaf=_is_none)
             init = jax.vmap(lambda x, th: solver.init(x, data_of(th)), in_axes=(0, axes))
-            advance = jax.vmap(lambda st, k, th: iterate_some(solver, st, data_of(th), k, round_steps),
-                               in_axes=(0, 0, axes))
+            advance = jax.vmap(lambda st, k, th, more: iterate_some(solver, st, data_of(th), k, more),
+                               in_axes=(0, 0, axes, None))
             terminated = jax.vmap(solver.terminate)
 
             def running(state, steps):
@@ -357,6 +359,11 @@ class _Program:
                 dest = jnp.where(run, before - 1, count + jnp.arange(Np) - before)
                 order = jnp.zeros(Np, jnp.int32).at[dest].set(jnp.arange(Np, dtype=jnp.int32))
 
+                # When few chunks still run, rounds get longer (a round's partition and
+                # gathers then cost more than the evaluations they save).
+                active = (count + c - 1) // c
+                more = round_steps * jnp.maximum(1, C // jnp.maximum(active, 1))
+
                 def one_chunk(j, carry):
                     state, steps = carry
                     ids = jax.lax.dynamic_slice(order, (j * c,), (c,))
@@ -364,13 +371,13 @@ class _Program:
                         lambda ax, a: a if ax is None or a is None else a[ids], axes, theta, is_leaf=_is_none
                     )
                     sub_state, sub_steps = advance(jax.tree_util.tree_map(lambda a: a[ids], state), steps[ids],
-                                                   sub_theta)
+                                                   sub_theta, more)
                     state = jax.tree_util.tree_map(lambda a, b: a.at[ids].set(b, unique_indices=True), state,
                                                    sub_state)
                     return state, steps.at[ids].set(sub_steps, unique_indices=True)
 
                 # Only the chunks that hold running fits are advanced.
-                state, steps = jax.lax.fori_loop(0, (count + c - 1) // c, one_chunk, (state, steps))
+                state, steps = jax.lax.fori_loop(0, active, one_chunk, (state, steps))
                 return state, steps, running(state, steps)
 
             state, steps, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[2]), one_round,
