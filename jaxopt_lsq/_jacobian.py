@@ -191,6 +191,13 @@ class Sparsity(eqx.Module):
     cols: jax.Array  # int32 (nnz,)
     colour: jax.Array  # int32 (n,)
     n_colours: int = eqx.field(static=True)
+    # How products read the values (see JacobianOperator): by diagonals (slots of
+    # _sparsity.dia_layout, and their static offsets), else by the padded slot tables
+    # (row_slots, row_cols, col_slots, col_rows) of _sparsity.ell_layout, else (both
+    # None) by segment sums.
+    dia: Any = None
+    ell: Any = None
+    dia_offsets: tuple = eqx.field(static=True, default=())
 
     def seeds(self, dtype, first=0, count=None):
         """``(count, n)`` 0/1 matrix: row ``c`` marks the columns of colour ``first + c``."""
@@ -295,6 +302,19 @@ class JacobianOperator:
         if kind == "operator":
             _, self._lin = jax.linearize(fn, x)
             self._lin_t = jax.linear_transpose(self._lin, x)
+        # A sparse Jacobian's values are laid out once per operator so that every
+        # product gathers instead of scattering (XLA's scatter, which segment_sum
+        # becomes, is several times slower on a CPU): by diagonals for a banded
+        # structure (products are shifted vectors, no index arrays), else in padded
+        # slot tables (a few gathers and a sum over the slots).
+        self._dia = self._ell = None
+        if kind == "sparse" and (sp.dia is not None or sp.ell is not None):
+            vals = jnp.concatenate([J, jnp.zeros((1,), J.dtype)])  # slot nnz: padding
+            if sp.dia is not None:
+                self._dia = vals[sp.dia]
+            else:
+                row_slots, row_cols, col_slots, col_rows = sp.ell
+                self._ell = (vals[row_slots], row_cols, vals[col_slots], col_rows)
 
     @property
     def shape(self):
@@ -304,6 +324,10 @@ class JacobianOperator:
         if self.kind == "dense":
             return self.J @ v
         if self.kind == "sparse":
+            if self._dia is not None:
+                return sum(d * _shift(v, o, self.m) for d, o in zip(self._dia, self.sp.dia_offsets))
+            if self._ell is not None:
+                return _sum_slots(self._ell[0], v, self._ell[1])
             return jax.ops.segment_sum(self.J * v[self.sp.cols], self.sp.rows, self.m, indices_are_sorted=True)
         if self.kind == "host_operator":
             m = self.m
@@ -316,6 +340,10 @@ class JacobianOperator:
         if self.kind == "dense":
             return self.J.T @ u
         if self.kind == "sparse":
+            if self._dia is not None:
+                return sum(_shift(d * u, -o, self.n) for d, o in zip(self._dia, self.sp.dia_offsets))
+            if self._ell is not None:
+                return _sum_slots(self._ell[2], u, self._ell[3])
             return jax.ops.segment_sum(self.J * u[self.sp.rows], self.sp.cols, self.n)
         if self.kind == "host_operator":
             m = self.m
@@ -326,7 +354,32 @@ class JacobianOperator:
         """Euclidean norms of the columns (not available matrix-free)."""
         if self.kind == "dense":
             return jnp.sqrt(jnp.sum(self.J**2, axis=0))
+        if self._dia is not None:
+            return jnp.sqrt(sum(_shift(d * d, -o, self.n) for d, o in zip(self._dia, self.sp.dia_offsets)))
+        if self._ell is not None:
+            return jnp.sqrt(_sum_slots(self._ell[2], self._ell[2]))
         return jnp.sqrt(jax.ops.segment_sum(self.J**2, self.sp.cols, self.n))
+
+
+def _shift(v, offset, size):
+    """``w[i] = v[i + offset]`` for ``i`` in ``0 .. size - 1``, zero outside ``v``
+    (static slices and padding, which XLA fuses into the consumer)."""
+    lo, hi = max(0, -offset), max(0, offset + size - v.shape[0])
+    start = offset + lo
+    return jnp.pad(v, (lo, hi))[start : start + size]
+
+
+def _sum_slots(values, v, index=None):
+    """``sum_k values[k] * v[index[k]]`` over the slots ``k`` of a padded table
+    (``v`` itself when ``index`` is None); unrolled for narrow tables, so that XLA
+    fuses the whole product into one loop."""
+    terms = v if index is None else v[index]
+    if values.shape[0] > 16:
+        return jnp.sum(values * terms, axis=0)
+    out = values[0] * terms[0]
+    for k in range(1, values.shape[0]):
+        out = out + values[k] * terms[k]
+    return out
 
 
 def scale_rows(kind, J, s, sp):

@@ -24,7 +24,7 @@ from ._jacobian import (
     Sparsity,
     host_operator,
 )
-from ._sparsity import colour_columns, structure_coo
+from ._sparsity import colour_columns, dia_layout, ell_layout, structure_coo
 from ._kernels.bounds import make_strictly_feasible
 from ._result import OptimizeResult
 from ._solvers.dogbox import Dogbox
@@ -203,12 +203,15 @@ _COLOURING_CACHE: dict = {}
 
 
 def _colouring(rows, cols, m, n):
-    """The column colouring of a structure, cached on its content (the same structure
-    passed again, e.g. a new ``lil_array`` each call, is not coloured again)."""
+    """The column colouring and the slot tables of a structure, cached on its content
+    (the same structure passed again, e.g. a new ``lil_array`` each call, is not
+    coloured again)."""
     key = (m, n, rows.size, hash(rows.tobytes()), hash(cols.tobytes()))
     hit = _COLOURING_CACHE.get(key)
     if hit is None:
-        hit = colour_columns(rows, cols, m, n)
+        dia = dia_layout(rows, cols, m, n)
+        ell = ell_layout(rows, cols, m, n) if dia is None else None
+        hit = (*colour_columns(rows, cols, m, n), dia, ell)
         if len(_COLOURING_CACHE) > 16:
             _COLOURING_CACHE.clear()
         _COLOURING_CACHE[key] = hit
@@ -669,8 +672,9 @@ def _setup(
         solver_cfg = solver_cfg + (tr_solver, lsmr_options)
     sparsity = None
     if structure is not None:
-        colour, n_colours = _colouring(*structure, m, n)
-        sparsity = Sparsity(rows=structure[0], cols=structure[1], colour=colour, n_colours=n_colours)
+        colour, n_colours, dia, ell = _colouring(*structure, m, n)
+        sparsity = Sparsity(rows=structure[0], cols=structure[1], colour=colour, n_colours=n_colours, ell=ell,
+                            dia=None if dia is None else dia[1], dia_offsets=() if dia is None else dia[0])
     dyn, static = _split_data(args, kwargs)
     f_scale_arr = np.asarray(f_scale, dtype) if _validate.concrete(f_scale) else jnp.asarray(f_scale, dtype)
     if diff_step is None:

@@ -125,3 +125,64 @@ def check_colouring(rows, cols, colour):
     rows = np.asarray(rows, dtype=np.int64)
     key = rows * (int(np.max(colour)) + 1 if len(colour) else 1) + np.asarray(colour)[cols]
     return np.unique(key).size == key.size
+
+
+def ell_layout(rows, cols, m, n, max_padding=3.0):
+    """Padded slot tables (ELLPACK) of the structure ``(rows, cols)`` (sorted
+    row-major), for products that gather instead of scatter.
+
+    Returns ``(row_slots, row_cols, col_slots, col_rows)``: ``row_slots[k, i]`` is the
+    index (into the row-major non-zeros) of the ``k``-th non-zero of row ``i``, and
+    ``row_cols[k, i]`` its column; ``col_slots`` and ``col_rows`` the same by column.
+    Unused slots hold ``nnz`` (one past the last non-zero) and index 0. Slot-major
+    ``(K, m)`` and ``(K', n)``, so that a product reads each slot as one contiguous
+    vector. ``None`` when the tables would hold more than ``1 + max_padding`` times the
+    non-zeros (plus one slot per row and column): a few nearly dense rows or columns
+    make the padding O(m n), and products then fall back to segment sums.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    nnz = rows.size
+    row_count = np.bincount(rows, minlength=m)
+    col_count = np.bincount(cols, minlength=n)
+    width_r = int(row_count.max()) if m else 0
+    width_c = int(col_count.max()) if n else 0
+    if width_r * m + width_c * n > (1 + max_padding) * 2 * nnz + m + n:
+        return None
+    entry = np.arange(nnz)
+
+    def table(keys, other, count, size, width, order):
+        start = np.cumsum(count) - count
+        keys, other, idx = keys[order], other[order], entry[order]
+        slot = np.arange(nnz) - start[keys]
+        slots = np.full((width, size), nnz, dtype=np.int32)
+        index = np.zeros((width, size), dtype=np.int32)
+        slots[slot, keys] = idx
+        index[slot, keys] = other
+        return slots, index
+
+    row_slots, row_cols = table(rows, cols, row_count, m, width_r, entry)
+    col_slots, col_rows = table(cols, rows, col_count, n, width_c, np.argsort(cols, kind="stable"))
+    return row_slots, row_cols, col_slots, col_rows
+
+
+def dia_layout(rows, cols, m, n, max_diagonals=16, max_padding=1.0):
+    """The structure stored by diagonals, when it is banded.
+
+    Returns ``(offsets, slots)``: ``offsets`` (a tuple of ints, ``cols - rows`` of each
+    diagonal that holds a non-zero) and ``slots[d, i]``, the index (into the row-major
+    non-zeros) of the entry ``(i, i + offsets[d])``, or ``nnz`` where there is none. A
+    product then reads each diagonal and a shifted copy of the vector, with no index
+    arrays at all. ``None`` when more than ``max_diagonals`` diagonals are used or the
+    table would hold more than ``1 + max_padding`` times the non-zeros (plus one slot
+    per row).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    nnz = rows.size
+    offsets, which = np.unique(cols - rows, return_inverse=True)
+    if offsets.size > max_diagonals or offsets.size * m > (1 + max_padding) * nnz + m:
+        return None
+    slots = np.full((offsets.size, m), nnz, dtype=np.int32)
+    slots[which, rows] = np.arange(nnz)
+    return tuple(int(o) for o in offsets), slots

@@ -24,7 +24,8 @@ import helpers
 from jaxopt_lsq import JacobianLinearOperator, SparseJacobian, least_squares
 from jaxopt_lsq._kernels.lsmr import lsmr
 from jaxopt_lsq._kernels.trust_region import solve_trust_region_2d
-from jaxopt_lsq._sparsity import check_colouring, colour_columns, structure_coo
+from jaxopt_lsq._jacobian import JacobianOperator, Sparsity
+from jaxopt_lsq._sparsity import check_colouring, colour_columns, dia_layout, ell_layout, structure_coo
 
 
 # --------------------------------------------------------------------------------------
@@ -361,3 +362,58 @@ def test_many_colours_are_evaluated_in_chunks():
         np.testing.assert_allclose(res.x, ref.x, rtol=1e-6)
         J = res.jac.toarray()
         np.testing.assert_allclose(J, jax.jacfwd(make(jnp))(jnp.asarray(res.x)), rtol=1e-5, atol=1e-6)
+
+
+def _banded(m, n, offsets, rng):
+    A = sps.lil_array((m, n))
+    for o in offsets:
+        for i in range(max(0, -o), min(m, n - o)):
+            A[i, i + o] = rng.standard_normal()
+    return A
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["random", "wide", "tall", "dense_row", "tridiagonal", "band_tall", "band_wide", "many_diagonals"],
+)
+def test_sparse_products_match_dense(case):
+    """J @ v, J.T @ u and the column norms of a sparse Jacobian, by diagonals (banded
+    structures), by the padded slot tables (gathers) and by segment sums, against the
+    dense matrix; empty rows and columns are allowed; one dense row makes the slot
+    tables too wide and 17 diagonals too many for the diagonal layout."""
+    rng = np.random.default_rng(3)
+    random = {"random": ((300, 200), 0.05), "wide": ((50, 400), 0.02), "tall": ((400, 30), 0.1), "dense_row": ((200, 200), 0.02)}
+    banded = {"tridiagonal": (100, 100, (-1, 0, 1)), "band_tall": (120, 80, (-30, -2, 0, 5)),
+              "band_wide": (60, 90, (0, 3, 40)), "many_diagonals": (100, 100, tuple(range(-8, 9)))}
+    if case in random:
+        (m, n), density = random[case]
+        A = sps.random_array((m, n), density=density, rng=rng, data_sampler=rng.standard_normal).tolil()
+        A[1, :] = 0  # an empty row
+        A[:, 2] = 0  # an empty column
+        if case == "dense_row":
+            A[5, :] = rng.standard_normal(n)
+    else:
+        m, n, offsets = banded[case]
+        A = _banded(m, n, offsets, rng)
+        A[3, :] = 0
+    rows, cols = structure_coo(A, m, n)
+    ell, dia = ell_layout(rows, cols, m, n), dia_layout(rows, cols, m, n)
+    assert (ell is None) == (case == "dense_row")
+    assert (dia is None) == (case in random or case == "many_diagonals")
+    vals = jnp.asarray(A.tocsr()[rows, cols]).ravel()
+    dense = A.toarray()
+    v, u = rng.standard_normal(n), rng.standard_normal(m)
+    x = jnp.zeros(n)
+    layouts = [{}]
+    if ell is not None:
+        layouts.append({"ell": ell})
+    if dia is not None:
+        layouts.append({"dia": dia[1], "dia_offsets": dia[0]})
+    for layout in layouts:
+        sp = Sparsity(rows=rows, cols=cols, colour=np.zeros(n, np.int32), n_colours=1, **layout)
+        op = jax.jit(lambda J, v, u, sp: (lambda o: (o.matvec(v), o.rmatvec(u), o.col_norms()))(
+            JacobianOperator("sparse", J, x, None, sp, m)))
+        Jv, JTu, norms = op(vals, v, u, sp)
+        np.testing.assert_allclose(Jv, dense @ v, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(JTu, dense.T @ u, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(norms, np.linalg.norm(dense, axis=0), rtol=1e-12, atol=1e-12)
