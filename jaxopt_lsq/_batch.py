@@ -395,7 +395,8 @@ class _Program:
             x0, theta = primals
             _, dtheta = tangents
             out = rounds(x0, theta, chunk, round_steps)
-            return out, jax.vmap(tangent, in_axes=(0, axes, axes))(out, theta, dtheta)
+            batched_tangent = functools.partial(tangent, batched=True)
+            return out, jax.vmap(batched_tangent, in_axes=(0, axes, axes))(out, theta, dtheta)
 
         self.solve_rounds = jax.jit(solve_rounds, static_argnums=(2, 3))
 

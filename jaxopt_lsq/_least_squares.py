@@ -58,8 +58,8 @@ def build_solver(config):
     """The solver of one static configuration, with ``data_of(theta)`` (the solver's
     data from the traced arguments), ``run(x0, theta)`` (the solve), ``solution(x0,
     theta)`` (the solve, differentiable by implicit differentiation; not yet jitted) and
-    ``tangent(out, theta, dtheta)`` (the tangent of a solve's result ``out``, for
-    drivers that run the solve themselves)."""
+    ``tangent(out, theta, dtheta, batched=False)`` (the tangent of a solve's result
+    ``out``, for drivers that run the solve themselves; ``batched`` when they vmap it)."""
     method, residual_cfg, solver_cfg, static = config
     residuals = ResidualFunction(*residual_cfg)
     solver = _SOLVERS[method](residuals, *solver_cfg)
@@ -91,8 +91,8 @@ def build_solver(config):
 
     solution = implicit_solution(run, cost, fields, bounds_of)
 
-    def tangent(out, theta, dtheta):
-        return implicit_tangent(out, theta, dtheta, cost, fields, bounds_of)
+    def tangent(out, theta, dtheta, batched=False):
+        return implicit_tangent(out, theta, dtheta, cost, fields, bounds_of, batched=batched)
 
     return solver, data_of, run, solution, tangent
 

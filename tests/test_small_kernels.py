@@ -9,9 +9,12 @@ import pytest
 from jaxopt_lsq._kernels.fusion import materialize
 from jaxopt_lsq._kernels.small_linalg import (
     all_finite,
+    JACOBI_MAX,
     cholesky_solve,
+    eigh_jacobi,
     max_abs,
     norm,
+    pinv_solve_symmetric,
     quadratic_form,
     vdot,
 )
@@ -53,3 +56,40 @@ def test_materialize_is_the_identity_on_booleans():
     assert materialize(p).dtype == jnp.bool_
     with pytest.raises(TypeError):
         materialize(jnp.ones(3))
+
+
+def _symmetric_cases(n, rng):
+    """Definite, indefinite, rank-deficient (rank n - 2), diagonal and zero matrices."""
+    B = rng.standard_normal((n, n)) * 10 ** rng.uniform(-1, 1, n)
+    low = rng.standard_normal((n, max(n - 2, 0)))
+    return np.stack([B @ B.T, B + B.T, low @ low.T, np.diag(rng.standard_normal(n)), np.zeros((n, n))])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 6])  # 6 > JACOBI_MAX: LAPACK
+def test_pinv_solve_symmetric_matches_numpy(n):
+    rng = np.random.default_rng(n)
+    A = _symmetric_cases(n, rng)
+    b = rng.standard_normal((A.shape[0], n))
+    ref = np.einsum("kij,kj->ki", np.linalg.pinv(A, hermitian=True), b)
+    scale = np.maximum(np.linalg.norm(ref, axis=1, keepdims=True), 1e-300)
+    for x in (jax.jit(jax.vmap(pinv_solve_symmetric))(A, b), np.stack([pinv_solve_symmetric(a, c) for a, c in zip(A, b)])):
+        np.testing.assert_allclose(np.asarray(x) / scale, ref / scale, rtol=0, atol=1e-9)
+    # The minimum-norm solution of a rank-deficient system is orthogonal to the null space.
+    if n > 2:
+        _, _, Vt = np.linalg.svd(A[2])
+        assert np.abs(Vt[n - 2:] @ np.asarray(pinv_solve_symmetric(A[2], b[2]))).max() < 1e-9 * scale[2, 0]
+
+
+@pytest.mark.parametrize("n", [2, 3, JACOBI_MAX])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_eigh_jacobi_is_an_eigendecomposition(n, dtype):
+    rng = np.random.default_rng(10 + n)
+    A = _symmetric_cases(n, rng).astype(dtype)
+    w, V = jax.jit(jax.vmap(eigh_jacobi))(A)
+    assert w.dtype == dtype and V.dtype == dtype
+    tol = 50 * np.finfo(dtype).eps
+    for a, wk, Vk in zip(A, np.asarray(w, np.float64), np.asarray(V, np.float64)):
+        size = max(np.abs(a).max(), 1e-30)
+        np.testing.assert_allclose(np.sort(wk), np.linalg.eigvalsh(a.astype(np.float64)), rtol=0, atol=tol * size)
+        np.testing.assert_allclose(Vk.T @ Vk, np.eye(n), rtol=0, atol=tol)
+        np.testing.assert_allclose(a @ Vk, Vk * wk, rtol=0, atol=tol * size)

@@ -135,3 +135,101 @@ def cholesky_solve(A, b, rtol=0.0):
     """Solve ``A x = b`` for symmetric positive definite ``A``: ``(x, L, ok)``."""
     L, ok = cholesky(A, rtol)
     return solve_lower_transpose(L, solve_lower(L, b)), L, ok
+
+
+# Largest n for the unrolled Jacobi method below: its compile time grows steeply with n
+# (measured under vmap: 0.7 s at n = 3, 1.9 s at 5, 12 s at 8) and above n = 4 it no
+# longer beats the batched LAPACK eigh on 10 000 matrices.
+JACOBI_MAX = 4
+_JACOBI_SWEEPS = 15  # a bound: the method converges quadratically, in 4-7 sweeps here
+
+
+def _jacobi_sweep(a, v):
+    """One cyclic sweep of Jacobi rotations over the entries of the symmetric ``a``
+    (lists of scalars), accumulating the rotations in ``v``. Each rotation zeroes
+    ``a[p][q]`` (Golub & Van Loan, Algorithm 8.5.2 with 8.5.1's stable rotation)."""
+    n = len(a)
+    a = [row[:] for row in a]
+    v = [row[:] for row in v]
+    for p in range(n - 1):
+        for q in range(p + 1, n):
+            apq = a[p][q]
+            nz = apq != 0
+            tau = (a[q][q] - a[p][p]) / (2 * jnp.where(nz, apq, 1))
+            # t = tan of the rotation angle, the root of t^2 + 2 tau t - 1 of smaller
+            # size; an overflowing tau**2 gives t = 0 (nothing left to rotate).
+            t = jnp.where(tau >= 0, 1, -1).astype(apq.dtype) / (jnp.abs(tau) + jnp.sqrt(1 + tau * tau))
+            t = jnp.where(nz, t, 0)
+            c = 1 / jnp.sqrt(1 + t * t)
+            s = t * c
+            app, aqq = a[p][p] - t * apq, a[q][q] + t * apq
+            for r in range(n):
+                if r != p and r != q:
+                    arp, arq = a[r][p], a[r][q]
+                    a[r][p] = a[p][r] = c * arp - s * arq
+                    a[r][q] = a[q][r] = s * arp + c * arq
+                vrp, vrq = v[r][p], v[r][q]
+                v[r][p], v[r][q] = c * vrp - s * vrq, s * vrp + c * vrq
+            a[p][p], a[q][q] = app, aqq
+            a[p][q] = a[q][p] = jnp.zeros_like(apq)
+    return a, v
+
+
+def eigh_jacobi(A):
+    """Eigenvalues ``w`` and eigenvectors (the columns of ``V``) of a small symmetric
+    ``A`` by the cyclic Jacobi method, written over scalar entries (``n <=
+    JACOBI_MAX``): under ``vmap`` every rotation is elementwise code over the batch,
+    where a batched LAPACK ``eigh`` is one call per matrix. Sweeps run until the
+    off-diagonal part is below ``eps`` times the norm of ``A`` (at most
+    ``_JACOBI_SWEEPS``). Eigenvalues are not sorted.
+
+    Reference: G. H. Golub, C. F. Van Loan, "Matrix Computations", 4th ed., 2013,
+    section 8.5 (the cyclic Jacobi method).
+    """
+    from jax import lax
+
+    n = A.shape[-1]
+    dtype = A.dtype
+    eps = jnp.finfo(dtype).eps
+    one, zero = jnp.ones((), dtype), jnp.zeros((), dtype)
+    a0 = [[A[i, j] for j in range(n)] for i in range(n)]
+    v0 = [[one if i == j else zero for j in range(n)] for i in range(n)]
+    scale = sum(a0[i][j] * a0[i][j] for i in range(n) for j in range(n))
+
+    def off(a):
+        return sum(a[i][j] * a[i][j] for i in range(n) for j in range(n) if i != j)
+
+    def flat(a, v):
+        return tuple(x for row in a + v for x in row)
+
+    def unflat(c):
+        rows = [list(c[i * n:(i + 1) * n]) for i in range(2 * n)]
+        return rows[:n], rows[n:]
+
+    def cond(carry):
+        k, c = carry
+        a, _ = unflat(c)
+        return (k < _JACOBI_SWEEPS) & (off(a) > (eps * eps) * scale)
+
+    def body(carry):
+        k, c = carry
+        return k + 1, flat(*_jacobi_sweep(*unflat(c)))
+
+    _, c = lax.while_loop(cond, body, (jnp.asarray(0), flat(a0, v0)))
+    a, v = unflat(c)
+    return jnp.stack([a[i][i] for i in range(n)]), jnp.stack([jnp.stack(row) for row in v])
+
+
+def pinv_solve_symmetric(A, b, unrolled=True):
+    """``pinv(A) @ b`` for a symmetric ``A`` (the minimum-norm least-squares solution of
+    ``A x = b``), with ``jnp.linalg.pinv``'s cutoff: eigenvalues at most ``10 n eps``
+    times the largest in size count as zero. Jacobi eigenvectors (:func:`eigh_jacobi`)
+    when ``unrolled`` and ``n <= JACOBI_MAX``, LAPACK otherwise."""
+    n = A.shape[-1]
+    if not unrolled or n > JACOBI_MAX:
+        return jnp.linalg.pinv(A, hermitian=True) @ b
+    w, V = eigh_jacobi(A)
+    size = jnp.abs(w)
+    cutoff = 10 * n * jnp.finfo(A.dtype).eps * jnp.max(size)
+    w_inv = jnp.where(size > cutoff, 1 / jnp.where(size > cutoff, w, 1), 0)
+    return V @ (w_inv * (V.T @ b))
