@@ -325,7 +325,11 @@ def least_squares(
         the independent variables and the norm of the (scaled) gradient, with SciPy's
         definitions and default 1e-8. ``None`` disables a test. Values below machine
         epsilon warn as in SciPy; in float32, tolerances below float32's epsilon are
-        raised to it (the tests cannot resolve finer changes).
+        raised to it (the tests cannot resolve finer changes), and the ftol test also
+        passes when the Gauss-Newton model's largest possible decrease and the trial's
+        actual decrease are both at most ``max(ftol, sqrt(m) eps)`` times the cost (the
+        cost's rounding noise, which SciPy's test would otherwise wait out by shrinking
+        the trust region until xtol fires).
     x_scale : None, array_like or 'jac', optional
         Characteristic scale of each variable. ``None`` (default) means 1 for
         ``'trf'`` and ``'dogbox'`` and ``'jac'`` for ``'lm'``; ``'jac'`` uses the inverse norms of the Jacobian's columns,

@@ -34,8 +34,10 @@ def _safe_div(a, b):
 
 
 def solve_normal_trust_region(B, g, Delta, alpha, n_iter=2):
-    """``(p, alpha, ok)``: the step, the multiplier, and whether the linear algebra
-    succeeded (``ok`` is False only when ``B`` or ``g`` is not finite)."""
+    """``(p, alpha, ok, gn_decrease)``: the step, the multiplier, whether the linear
+    algebra succeeded (``ok`` is False only when ``B`` or ``g`` is not finite), and the
+    model's decrease at its unconstrained minimiser ``-0.5 g^T B^{-1} g`` (``inf``
+    when ``B`` is numerically singular)."""
     n = g.shape[-1]
     dtype = g.dtype
     eps = jnp.finfo(dtype).eps
@@ -68,5 +70,6 @@ def solve_normal_trust_region(B, g, Delta, alpha, n_iter=2):
     ok = ok | take_gn
     p = jnp.where(take_gn, p_gn, p)
     a = jnp.where(take_gn, 0.0, a)
-    return p, a.astype(dtype), ok & all_finite(p)
+    gn_decrease = jnp.where(full_rank, -0.5 * vdot(g, p_gn), jnp.inf).astype(dtype)
+    return p, a.astype(dtype), ok & all_finite(p), gn_decrease
 

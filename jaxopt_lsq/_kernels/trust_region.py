@@ -114,9 +114,42 @@ def compute_jac_scale(J, scale_inv_old=None, col=None):
     return jnp.maximum(col, scale_inv_old)
 
 
-def check_termination(dF, F, dx_norm, x_norm, ratio, ftol, xtol):
-    """SciPy's status for ``ftol``/``xtol`` tests: 4 both, 2 ftol, 3 xtol, 0 none."""
+# Machine epsilons above this (float32's 1.2e-7, not float64's 2.2e-16) mark a coarse
+# dtype, in which `check_termination` also accepts the model's verdict.
+_COARSE_EPS = 1e-10
+
+
+def is_coarse(dtype):
+    """Whether ``check_termination``'s float32 form applies to this dtype."""
+    return float(jnp.finfo(dtype).eps) > _COARSE_EPS
+
+
+def check_termination(dF, F, dx_norm, x_norm, ratio, ftol, xtol, model_decrease=None, m=1):
+    """SciPy's status for ``ftol``/``xtol`` tests: 4 both, 2 ftol, 3 xtol, 0 none.
+
+    SciPy's ftol test needs the actual reduction ``dF`` resolved to ``ftol * F``. In
+    float32 it rarely is: each residual carries a rounding error of eps times the size
+    of the *data* it is computed from, not of the residual, so near the minimum ``dF``
+    is noise of several ulps of ``F``; steps are then rejected at random and the fit
+    shrinks its radius until the xtol test fires (measured on 50-point exponential
+    fits: 6.6 evaluations per fit against 5.1 in float64, 90% ending on xtol). So in a
+    coarse dtype (float32, bfloat16, float16) the ftol test also passes when
+    ``model_decrease`` (the largest decrease the local Gauss-Newton model predicts: that
+    of its unconstrained minimiser) and ``dF`` are both at most
+    ``max(ftol, sqrt(m) eps) * F``, ``sqrt(m) eps`` being the relative resolution of a
+    sum of ``m`` rounded squares: nothing the model can offer is resolvable and the
+    function agrees. This is MINPACK's form of the test (More, Garbow & Hillstrom, "User
+    Guide for MINPACK-1", ANL-80-74, 1980: both the actual and the predicted relative
+    reductions at most ``ftol``), one-sided in the noisy ``dF``: a trial that raises the
+    cost is rejected and the fit ends at the current point, which the model already
+    certifies. A disabled ftol (``None``, stored as 0) stays disabled; float64 keeps
+    SciPy's test exactly.
+    """
     ftol_ok = (dF < ftol * F) & (ratio > 0.25)
+    dtype = jnp.result_type(F)
+    if model_decrease is not None and ftol > 0 and is_coarse(dtype):
+        floor = max(ftol, m**0.5 * float(jnp.finfo(dtype).eps)) * F
+        ftol_ok = ftol_ok | ((model_decrease <= floor) & (dF <= floor))
     xtol_ok = dx_norm < xtol * (xtol + x_norm)
     return jnp.where(ftol_ok & xtol_ok, 4, jnp.where(ftol_ok, 2, jnp.where(xtol_ok, 3, 0))).astype(jnp.int32)
 

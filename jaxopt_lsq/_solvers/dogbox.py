@@ -52,6 +52,7 @@ from .._kernels.trust_region import (
     check_termination,
     compute_jac_scale,
     evaluate_quadratic,
+    is_coarse,
     update_tr_radius,
 )
 from .._result import RUNNING
@@ -195,11 +196,10 @@ class Dogbox(AbstractSolver):
         step, on_bound_free, tr_hit = dogleg_step(
             state.x, state.newton_step, g_free, state.a, state.b, state.Delta * scale, data.lb, data.ub, state.free
         )
-        if self.tr_solver == "lsmr":
-            predicted = -evaluate_quadratic(self._op(state.J, state.x, data), g_free, step)
-        else:
-            J_free = jnp.where(state.free[None, :], state.J, 0)
-            predicted = -evaluate_quadratic(J_free, g_free, step)
+        J_free = self._op(state.J, state.x, data) if self.tr_solver == "lsmr" else jnp.where(state.free[None, :], state.J, 0)
+        predicted = -evaluate_quadratic(J_free, g_free, step)
+        # (float32's form of the ftol test needs the Gauss-Newton step's own decrease.)
+        gn_decrease = -evaluate_quadratic(J_free, g_free, state.newton_step) if is_coarse(step.dtype) else None
         # Clipping guards against round-off putting the trial outside the bounds (SciPy gh11403).
         x_new = jnp.clip(state.x + step, data.lb, data.ub)
 
@@ -212,7 +212,8 @@ class Dogbox(AbstractSolver):
         Delta_new, ratio = update_tr_radius(state.Delta, actual_reduction, predicted, step_h_norm, tr_hit)
         step_norm = jnp.linalg.norm(step)
         term = check_termination(
-            actual_reduction, state.cost, step_norm, jnp.linalg.norm(state.x), ratio, self.ftol, self.xtol
+            actual_reduction, state.cost, step_norm, jnp.linalg.norm(state.x), ratio, self.ftol, self.xtol,
+            gn_decrease, f_new.shape[0],
         )
         term = jnp.where(finite, term, 0)
         # A non-finite trial shrinks the region and is never accepted.

@@ -14,7 +14,8 @@ length on a poor step); a trial is accepted when that ratio is at least 1e-4.
 
 Termination is MINPACK's (``lmder``), reported with SciPy's codes
 (``FROM_MINPACK_TO_COMMON``): ``ftol`` (2) when both the actual and the predicted
-relative reductions are at most ``ftol``; ``xtol`` (3) when ``Delta <= xtol ||D x||``;
+relative reductions are at most ``ftol`` (in float32 also the form of
+:func:`.._kernels.trust_region.check_termination`); ``xtol`` (3) when ``Delta <= xtol ||D x||``;
 both (4); ``gtol`` (1) when the largest cosine between ``f`` and a column of ``J`` is
 at most ``gtol``; ``max_nfev`` (0) when ``nfev >= max_nfev`` after a trial. As in
 SciPy, ``nfev`` counts evaluations of ``fun`` made by the algorithm (not those of
@@ -43,6 +44,7 @@ from jax import lax
 from .._iterate import AbstractSolver
 from .._jacobian import ResidualFunction
 from .._kernels.lmpar import lmpar, qr_pivoted
+from .._kernels.trust_region import is_coarse
 from .._result import RUNNING
 from . import _report
 
@@ -195,6 +197,13 @@ class LM(AbstractSolver):
         accept = ratio >= 1e-4
         xnorm = jnp.where(accept, jnp.linalg.norm(state.diag * x_new), state.xnorm)
         ftol_ok = (jnp.abs(actred) <= self.ftol) & (prered <= self.ftol) & (0.5 * ratio <= 1)
+        if self.ftol > 0 and is_coarse(x_new.dtype):
+            # float32's form of the test (see `check_termination`): the Gauss-Newton
+            # step's relative decrease ||Q^T f||^2 / ||f||^2 and the actual one within
+            # the cost's resolution.
+            floor = max(self.ftol, f_new.shape[0] ** 0.5 * float(jnp.finfo(x_new.dtype).eps))
+            gn_decrease = _safe_div(jnp.sum(state.qtf**2), fnorm**2)
+            ftol_ok = ftol_ok | ((gn_decrease <= floor) & (actred <= floor))
         xtol_ok = Delta <= self.xtol * xnorm
         # SciPy's codes for MINPACK's info 3 (both), 1 (ftol), 2 (xtol), 5 (max_nfev).
         term = jnp.where(ftol_ok & xtol_ok, 4, jnp.where(ftol_ok, 2, jnp.where(xtol_ok, 3, RUNNING)))

@@ -211,7 +211,7 @@ class NormalLM(AbstractSolver):
         d, C, _ = self._scaling(x, g, old.scale_inv, data)
         B_h = JtJ * d[:, None] * d[None, :] + jnp.diag(C)
         g_h = d * g
-        p_h, alpha, ok = solve_normal_trust_region(B_h, g_h, state.Delta, state.alpha)
+        p_h, alpha, ok, gn_decrease = solve_normal_trust_region(B_h, g_h, state.Delta, state.alpha)
         p = d * p_h
         if self.bounded:
             # trf's choice among the truncated, reflected and anti-gradient steps. It
@@ -241,7 +241,9 @@ class NormalLM(AbstractSolver):
         actual = old.cost - cost_new
         step_h_norm = norm(step_h)
         Delta_new, ratio = update_tr_radius(state.Delta, actual, predicted, step_h_norm, step_h_norm > 0.95 * state.Delta)
-        term = check_termination(actual, old.cost, norm(step), norm(x), ratio, self.ftol, self.xtol)
+        term = check_termination(
+            actual, old.cost, norm(step), norm(x), ratio, self.ftol, self.xtol, gn_decrease, f_new.shape[0]
+        )
         term = jnp.where(finite, term, 0)
         # SciPy's trf bookkeeping: a non-finite trial shrinks the region, a terminating
         # one leaves it; the multiplier follows the radius.

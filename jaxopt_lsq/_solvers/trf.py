@@ -66,6 +66,7 @@ from .._kernels.trust_region import (
     check_termination,
     compute_jac_scale,
     evaluate_quadratic,
+    is_coarse,
     minimize_quadratic_1d,
     solve_lsq_trust_region,
     solve_trust_region_2d,
@@ -319,6 +320,16 @@ class TRF(AbstractSolver):
     def terminate(self, state):
         return state.status != RUNNING
 
+    def _model_decrease(self, state):
+        """The decrease of the quadratic model at its unconstrained minimiser (in the
+        subspace for ``lsmr``): what a Gauss-Newton step could gain at most."""
+        if self.tr_solver == "lsmr":
+            B, g = state.B_S, state.g_S
+            det = B[0, 0] * B[1, 1] - B[0, 1] * B[1, 0]
+            quad = (B[1, 1] * g[0] ** 2 - 2 * B[0, 1] * g[0] * g[1] + B[0, 0] * g[1] ** 2) / jnp.where(det > 0, det, 1)
+            return jnp.where(det > 0, 0.5 * quad, jnp.inf)
+        return 0.5 * jnp.sum(jnp.where(state.s > 0, state.uf**2, 0))
+
     def step(self, state, data):
         # As in SciPy, the rank test counts the residuals only (not the rows that the
         # bounded case's augmentation adds): with m < n no Gauss-Newton step is taken.
@@ -359,7 +370,8 @@ class TRF(AbstractSolver):
         )
         step_norm = jnp.linalg.norm(step)
         term = check_termination(
-            actual_reduction, state.cost, step_norm, jnp.linalg.norm(state.x), ratio, self.ftol, self.xtol
+            actual_reduction, state.cost, step_norm, jnp.linalg.norm(state.x), ratio, self.ftol, self.xtol,
+            self._model_decrease(state) if is_coarse(x_new.dtype) else None, f_new.shape[0],
         )
         term = jnp.where(finite, term, 0)
         # Trust-region bookkeeping of SciPy's inner loop: a non-finite trial shrinks the
