@@ -299,6 +299,42 @@ def test_lsmr_kernel_matches_scipy():
     np.testing.assert_allclose(few.x, ref[0], rtol=1e-10, atol=1e-14)
 
 
+def test_lsmr_kernel_edge_cases_match_scipy():
+    """x = 0 solving the problem already (b = 0, A^T b = 0: no iteration, istop 0); the
+    Krylov space used up after one iteration (beta = 0 for b in the range of orthonormal
+    columns, with and without damping: then zetabar = 0 and the loop ends; alpha = 0
+    for a single column); and float32."""
+    rng = np.random.default_rng(5)
+    solve = jax.jit(lambda A, b, damp: lsmr(lambda v: A @ v, lambda u: A.T @ u, b, A.shape[1], damp, 1e-8, 1e-8))
+    A = rng.standard_normal((6, 4))
+    top = np.vstack([rng.standard_normal((2, 3)), np.zeros((2, 3))])
+    Q = np.eye(6)[:, :2]
+    column = rng.standard_normal((5, 1))
+    cases = [
+        (A, np.zeros(6), 0.0, True),  # b = 0
+        (top, np.array([0.0, 0.0, 1.0, 2.0]), 0.0, True),  # A^T b = 0
+        (Q, np.array([3.0, 4.0, 0, 0, 0, 0]), 0.0, True),  # beta = 0 after one iteration
+        (Q, np.array([3.0, 4.0, 0, 0, 0, 0]), 0.5, True),
+        (column, rng.standard_normal(5), 0.0, False),  # alpha = 0 after one iteration
+        (column, rng.standard_normal(5), 0.3, False),
+    ]
+    for A, b, damp, same_istop in cases:
+        ref = scipy_lsmr(A, b, damp=damp, atol=1e-8, btol=1e-8)
+        out = solve(A, b, damp)
+        # With alpha = 0 the machine-precision tests (istop 5 or 2) hinge on rounding.
+        assert int(out.itn) == ref[2] and (int(out.istop) == ref[1] or not same_istop)
+        np.testing.assert_allclose(out.x, ref[0], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(out.normr, ref[3], rtol=1e-10, atol=1e-14)
+    # float32 follows the inputs' dtype.
+    A = rng.standard_normal((30, 10)).astype(np.float32)
+    b = rng.standard_normal(30).astype(np.float32)
+    for damp in (0.0, 0.7):
+        ref = scipy_lsmr(A.astype(float), b.astype(float), damp=damp, atol=1e-6, btol=1e-6)
+        out = jax.jit(lambda A, b: lsmr(lambda v: A @ v, lambda u: A.T @ u, b, 10, damp))(A, b)
+        assert out.x.dtype == jnp.float32 and int(out.istop) == ref[1] and int(out.itn) == ref[2]
+        np.testing.assert_allclose(out.x, ref[0], rtol=1e-5, atol=1e-6)
+
+
 def test_trust_region_2d_kernel_is_scipys_minimiser():
     rng = np.random.default_rng(1)
     solve = jax.jit(solve_trust_region_2d)
