@@ -32,12 +32,14 @@ How a Jacobian is *stored* (``ResidualFunction.kind``, static):
   is the row scaling followed by the handle, and products are host callbacks.
 
 :class:`JacobianOperator` gives the three a common face (``matvec``, ``rmatvec``,
-``@``, column norms, row scaling) for the matrix-free trust-region solvers.
+``@``, column norms, row scaling, column scaling by ``right_scaled``) for the
+matrix-free trust-region solvers.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import functools
 import itertools
 from typing import Any, Callable
@@ -294,11 +296,13 @@ def sparse_jvp_values(fn, x, sp, m):
 class JacobianOperator:
     """The Jacobian at ``x`` as a linear operator, whatever its storage (built inside a
     trace; not a pytree). ``J`` is the stored form: the matrix (``'dense'``), the values
-    (``'sparse'``) or the row scaling (``'operator'``)."""
+    (``'sparse'``; ``None`` once :meth:`right_scaled` has scaled a layout of them) or
+    the row scaling (``'operator'``)."""
 
     def __init__(self, kind, J, x, fn, sp, m):
         self.kind, self.J, self.sp, self.m = kind, J, sp, m
         self.n = x.shape[0]
+        self._col_scale = None  # the matrix-free kinds' d of right_scaled
         if kind == "operator":
             _, self._lin = jax.linearize(fn, x)
             self._lin_t = jax.linear_transpose(self._lin, x)
@@ -320,6 +324,29 @@ class JacobianOperator:
     def shape(self):
         return (self.m, self.n)
 
+    def right_scaled(self, d):
+        """``J diag(d)`` as an operator (``d`` of shape ``(n,)``), for the scaled
+        variables of the trust-region solvers. A stored matrix has its columns scaled
+        once here, so that the products then cost what ``J``'s do (an LSMR solve makes
+        two per iteration); the matrix-free kinds scale the vectors instead
+        (``J (d v)`` and ``d (J^T u)``)."""
+        new = copy.copy(self)
+        if self.kind == "dense":
+            new.J = self.J * d
+        elif self.kind == "sparse" and self._dia is not None:
+            # _dia[k, i] is the entry (i, i + offsets[k]): it takes d[i + offsets[k]].
+            new._dia = self._dia * jnp.stack([_shift(d, o, self.m) for o in self.sp.dia_offsets])
+            new.J = None  # products read the layout only
+        elif self.kind == "sparse" and self._ell is not None:
+            row_vals, row_cols, col_vals, col_rows = self._ell
+            new._ell = (row_vals * d[row_cols], row_cols, col_vals * d, col_rows)
+            new.J = None
+        elif self.kind == "sparse":
+            new.J = self.J * d[self.sp.cols]
+        else:
+            new._col_scale = d if self._col_scale is None else self._col_scale * d
+        return new
+
     def matvec(self, v):
         if self.kind == "dense":
             return self.J @ v
@@ -329,6 +356,8 @@ class JacobianOperator:
             if self._ell is not None:
                 return _sum_slots(self._ell[0], v, self._ell[1])
             return jax.ops.segment_sum(self.J * v[self.sp.cols], self.sp.rows, self.m, indices_are_sorted=True)
+        if self._col_scale is not None:
+            v = self._col_scale * v
         if self.kind == "host_operator":
             m = self.m
             return self.J[:m] * host_call(apply_host_operator, v, (self.J[m:], False), {}, (m,), v.dtype)
@@ -347,8 +376,10 @@ class JacobianOperator:
             return jax.ops.segment_sum(self.J * u[self.sp.rows], self.sp.cols, self.n)
         if self.kind == "host_operator":
             m = self.m
-            return host_call(apply_host_operator, self.J[:m] * u, (self.J[m:], True), {}, (self.n,), u.dtype)
-        return self._lin_t(self.J * u)[0]
+            out = host_call(apply_host_operator, self.J[:m] * u, (self.J[m:], True), {}, (self.n,), u.dtype)
+        else:
+            out = self._lin_t(self.J * u)[0]
+        return out if self._col_scale is None else self._col_scale * out
 
     def col_norms(self):
         """Euclidean norms of the columns (not available matrix-free)."""

@@ -24,7 +24,7 @@ import helpers
 from jaxopt_lsq import JacobianLinearOperator, SparseJacobian, least_squares
 from jaxopt_lsq._kernels.lsmr import lsmr
 from jaxopt_lsq._kernels.trust_region import solve_trust_region_2d
-from jaxopt_lsq._jacobian import JacobianOperator, Sparsity
+from jaxopt_lsq._jacobian import HostOperatorJac, JacobianOperator, Sparsity
 from jaxopt_lsq._sparsity import check_colouring, colour_columns, dia_layout, ell_layout, structure_coo
 
 
@@ -299,6 +299,42 @@ def test_lsmr_kernel_matches_scipy():
     np.testing.assert_allclose(few.x, ref[0], rtol=1e-10, atol=1e-14)
 
 
+def test_lsmr_kernel_edge_cases_match_scipy():
+    """x = 0 solving the problem already (b = 0, A^T b = 0: no iteration, istop 0); the
+    Krylov space used up after one iteration (beta = 0 for b in the range of orthonormal
+    columns, with and without damping: then zetabar = 0 and the loop ends; alpha = 0
+    for a single column); and float32."""
+    rng = np.random.default_rng(5)
+    solve = jax.jit(lambda A, b, damp: lsmr(lambda v: A @ v, lambda u: A.T @ u, b, A.shape[1], damp, 1e-8, 1e-8))
+    A = rng.standard_normal((6, 4))
+    top = np.vstack([rng.standard_normal((2, 3)), np.zeros((2, 3))])
+    Q = np.eye(6)[:, :2]
+    column = rng.standard_normal((5, 1))
+    cases = [
+        (A, np.zeros(6), 0.0, True),  # b = 0
+        (top, np.array([0.0, 0.0, 1.0, 2.0]), 0.0, True),  # A^T b = 0
+        (Q, np.array([3.0, 4.0, 0, 0, 0, 0]), 0.0, True),  # beta = 0 after one iteration
+        (Q, np.array([3.0, 4.0, 0, 0, 0, 0]), 0.5, True),
+        (column, rng.standard_normal(5), 0.0, False),  # alpha = 0 after one iteration
+        (column, rng.standard_normal(5), 0.3, False),
+    ]
+    for A, b, damp, same_istop in cases:
+        ref = scipy_lsmr(A, b, damp=damp, atol=1e-8, btol=1e-8)
+        out = solve(A, b, damp)
+        # With alpha = 0 the machine-precision tests (istop 5 or 2) hinge on rounding.
+        assert int(out.itn) == ref[2] and (int(out.istop) == ref[1] or not same_istop)
+        np.testing.assert_allclose(out.x, ref[0], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(out.normr, ref[3], rtol=1e-10, atol=1e-14)
+    # float32 follows the inputs' dtype.
+    A = rng.standard_normal((30, 10)).astype(np.float32)
+    b = rng.standard_normal(30).astype(np.float32)
+    for damp in (0.0, 0.7):
+        ref = scipy_lsmr(A.astype(float), b.astype(float), damp=damp, atol=1e-6, btol=1e-6)
+        out = jax.jit(lambda A, b: lsmr(lambda v: A @ v, lambda u: A.T @ u, b, 10, damp))(A, b)
+        assert out.x.dtype == jnp.float32 and int(out.istop) == ref[1] and int(out.itn) == ref[2]
+        np.testing.assert_allclose(out.x, ref[0], rtol=1e-5, atol=1e-6)
+
+
 def test_trust_region_2d_kernel_is_scipys_minimiser():
     rng = np.random.default_rng(1)
     solve = jax.jit(solve_trust_region_2d)
@@ -379,8 +415,9 @@ def _banded(m, n, offsets, rng):
 def test_sparse_products_match_dense(case):
     """J @ v, J.T @ u and the column norms of a sparse Jacobian, by diagonals (banded
     structures), by the padded slot tables (gathers) and by segment sums, against the
-    dense matrix; empty rows and columns are allowed; one dense row makes the slot
-    tables too wide and 17 diagonals too many for the diagonal layout."""
+    dense matrix, and the same for J diag(d) (right_scaled, which scales the laid-out
+    values); empty rows and columns are allowed; one dense row makes the slot tables
+    too wide and 17 diagonals too many for the diagonal layout."""
     rng = np.random.default_rng(3)
     random = {"random": ((300, 200), 0.05), "wide": ((50, 400), 0.02), "tall": ((400, 30), 0.1), "dense_row": ((200, 200), 0.02)}
     banded = {"tridiagonal": (100, 100, (-1, 0, 1)), "band_tall": (120, 80, (-30, -2, 0, 5)),
@@ -403,6 +440,8 @@ def test_sparse_products_match_dense(case):
     vals = jnp.asarray(A.tocsr()[rows, cols]).ravel()
     dense = A.toarray()
     v, u = rng.standard_normal(n), rng.standard_normal(m)
+    d = rng.uniform(0.5, 2.0, n)
+    d[7] = 0.0  # a masked column (dogbox's active variables)
     x = jnp.zeros(n)
     layouts = [{}]
     if ell is not None:
@@ -417,3 +456,44 @@ def test_sparse_products_match_dense(case):
         np.testing.assert_allclose(Jv, dense @ v, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(JTu, dense.T @ u, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(norms, np.linalg.norm(dense, axis=0), rtol=1e-12, atol=1e-12)
+        scaled = jax.jit(lambda J, d, v, u, sp: (lambda o: (o.matvec(v), o.rmatvec(u), o.col_norms()))(
+            JacobianOperator("sparse", J, x, None, sp, m).right_scaled(d)))
+        Jv, JTu, norms = scaled(vals, d, v, u, sp)
+        np.testing.assert_allclose(Jv, (dense * d) @ v, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(JTu, (dense * d).T @ u, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(norms, np.linalg.norm(dense * d, axis=0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["dense", "operator", "host_operator"])
+def test_right_scaled_products_match_dense(kind):
+    """J diag(d) of the other stored forms: the dense matrix, a Jacobian applied by
+    jax.linearize, a LinearOperator kept on the host; scaling twice composes."""
+    rng = np.random.default_rng(4)
+    m, n = 40, 25
+    A = rng.standard_normal((m, n))
+    row_scale = rng.uniform(0.5, 2.0, m)  # the loss's rescaling, stored with the operator
+    d1, d2 = rng.uniform(0.5, 2.0, n), rng.uniform(0.5, 2.0, n)
+    d1[3] = 0.0
+    v, u = rng.standard_normal(n), rng.standard_normal(m)
+    x = jnp.asarray(rng.standard_normal(n))
+    if kind == "dense":
+        J, fn = jnp.asarray(row_scale[:, None] * A), None
+    elif kind == "operator":
+        J, fn = jnp.asarray(row_scale), lambda x: jnp.asarray(A) @ x + jnp.sin(x[0])
+    else:
+        handle = HostOperatorJac(lambda x: aslinearoperator(A))(np.asarray(x))
+        J, fn = jnp.concatenate([jnp.asarray(row_scale), jnp.asarray(handle)]), None
+    Jd = row_scale[:, None] * A  # the dense J
+    if kind == "operator":
+        Jd[:, 0] += row_scale * np.cos(x[0])
+
+    @jax.jit
+    def products(J, d1, d2, v, u, x):
+        op = JacobianOperator(kind, J, x, fn, None, m).right_scaled(d1)
+        return op.matvec(v), op.rmatvec(u), op.right_scaled(d2).matvec(v), op.right_scaled(d2).rmatvec(u)
+
+    Jv, JTu, Jv2, JTu2 = products(J, d1, d2, v, u, x)
+    np.testing.assert_allclose(Jv, (Jd * d1) @ v, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(JTu, (Jd * d1).T @ u, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(Jv2, (Jd * d1 * d2) @ v, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(JTu2, (Jd * d1 * d2).T @ u, rtol=1e-12, atol=1e-12)

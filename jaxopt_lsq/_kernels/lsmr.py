@@ -10,11 +10,24 @@ Glossary (the notation of Fong & Saunders (2011)):
 
 ``beta, u``      ``beta_{k+1} u_{k+1} = A v_k - alpha_k u_k`` (left Lanczos vectors);
 ``alpha, v``     ``alpha_{k+1} v_{k+1} = A^T u_{k+1} - beta_{k+1} v_k`` (right vectors);
+``U, V``         ``beta u`` and ``alpha v``: the Lanczos vectors as carried, unnormalised
+                 (``u = U`` when ``beta = 0`` and ``v = V`` when ``alpha = 0``: SciPy
+                 leaves a vector of norm zero as it is);
 ``rho, rhobar``  diagonals of the two QR factorisations (``R_k`` and ``Rbar_k``);
 ``zeta, zetabar`` the transformed right-hand side; ``|zetabar| = ||A^T r_k||``;
 ``h, hbar``      search directions; ``x_k = x_{k-1} + zeta / (rho rhobar) hbar``;
 ``normr``        estimate of ``||r_k||`` from the extra rotations of section 3.2;
 ``normA, condA`` running estimates of ``||A||_F`` and ``cond(A)``.
+
+Cost of an iteration. At large sizes an iteration costs its passes over whole vectors.
+Normalising ``u`` and ``v`` would take one pass each, so the loop carries ``U`` and
+``V`` and moves ``1/beta`` and ``1/alpha`` into scalar coefficients, by linearity:
+``A v_k - alpha_k u_k = (A V_k)/alpha_k - (alpha_k/beta_k) U_k`` and
+``A^T u_{k+1} - beta_{k+1} v_k = (A^T U_{k+1})/beta_{k+1} - (beta_{k+1}/alpha_k) V_k``.
+What is left is the minimum that XLA's loop fusion allows: each product together with
+its linear combination (one loop when the product is elementwise, as for banded
+sparse Jacobians), the norms of ``U``, ``V`` and ``x``, and the elementwise updates of
+``hbar``, ``x`` and ``h``, each in place. The results are SciPy's up to rounding.
 
 The kernel is a pure function over the two products, so the same code runs on a dense
 matrix, a sparse matrix stored as values over fixed indices, and a Jacobian applied by
@@ -82,15 +95,16 @@ def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxi
     damp = jnp.asarray(damp, dtype)
     ctol = 1.0 / conlim if conlim > 0 else 0.0
 
-    def _normalise(w, nrm):
-        return jnp.where(nrm > 0, w / jnp.where(nrm > 0, nrm, 1), w)
+    def over(a, nrm):
+        # a / nrm, or a where nrm = 0 (a vector of norm zero is left as it is).
+        nz = nrm > 0
+        return jnp.where(nz, a / jnp.where(nz, nrm, 1), a)
 
     normb = jnp.linalg.norm(b)
     beta = normb
-    u = _normalise(b, beta)
-    v = jnp.where(beta > 0, rmatvec(u), jnp.zeros((n,), dtype))
-    alpha = jnp.linalg.norm(v)
-    v = _normalise(v, alpha)
+    U = b
+    V = jnp.where(beta > 0, rmatvec(U) * over(1, beta), jnp.zeros((n,), dtype))  # alpha_1 v_1 = A^T u_1
+    alpha = jnp.linalg.norm(V)
     zero = jnp.zeros((), dtype)
     one = jnp.ones((), dtype)
 
@@ -98,10 +112,11 @@ def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxi
         itn=jnp.asarray(0, jnp.int32),
         istop=jnp.asarray(0, jnp.int32),
         x=jnp.zeros((n,), dtype),
-        u=u,
-        v=v,
-        h=v,
+        U=U,
+        V=V,
+        h=V * over(1, alpha),
         hbar=jnp.zeros((n,), dtype),
+        beta=beta,
         alpha=alpha,
         zetabar=alpha * beta,
         alphabar=alpha,
@@ -131,15 +146,15 @@ def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxi
     def body(c):
         itn = c["itn"] + 1
         alpha_k = c["alpha"]
-        u = matvec(c["v"]) - alpha_k * c["u"]
-        beta = jnp.linalg.norm(u)
-        u = _normalise(u, beta)
-        v_new = rmatvec(u) - beta * c["v"]
-        alpha_new = jnp.linalg.norm(v_new)
-        v_new = _normalise(v_new, alpha_new)
-        # SciPy leaves v and alpha unchanged when beta == 0.
-        v = jnp.where(beta > 0, v_new, c["v"])
-        alpha = jnp.where(beta > 0, alpha_new, alpha_k)
+        # beta U = A v_k - alpha_k u_k, with v_k = V_k / alpha_k and u_k = U_k / beta_k.
+        U = matvec(c["V"]) * over(1, alpha_k) - over(alpha_k, c["beta"]) * c["U"]
+        beta = jnp.linalg.norm(U)
+        # alpha V = A^T u_{k+1} - beta v_k. SciPy leaves v and alpha unchanged when
+        # beta == 0 (u_{k+1} = U is then the zero vector): the coefficients 0 and 1 give
+        # exactly the old V, with no select over the vector.
+        go = beta > 0
+        V = rmatvec(U) * jnp.where(go, over(1, beta), 0) + jnp.where(go, -over(beta, alpha_k), 1) * c["V"]
+        alpha = jnp.where(go, jnp.linalg.norm(V), alpha_k)
 
         chat, shat, alphahat = sym_ortho(c["alphabar"], damp)
         rhoold = c["rho"]
@@ -155,9 +170,15 @@ def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxi
         zeta = cbar * c["zetabar"]
         zetabar = -sbar * c["zetabar"]
 
+        # The n-vector updates, elementwise (v_{k+1} = V / alpha). Both the hbar and the
+        # h update read the old h, and nothing orders them, so XLA would copy h to let
+        # the h update write in place; its coefficient's (zero) dependence on ||x||,
+        # hence on hbar, orders them instead. (0 * normx is 0 while x is finite; once
+        # an entry of x is not finite it stays so, whatever h holds.)
         hbar = c["h"] - (thetabar * rho / (rhoold * rhobarold)) * c["hbar"]
         x = c["x"] + (zeta / (rho * rhobar)) * hbar
-        h = v - (thetanew / rho) * c["h"]
+        normx = jnp.linalg.norm(x)
+        h = V * over(1, alpha) - (thetanew / rho + 0 * normx) * c["h"]
 
         # Estimate of ||r||.
         betaacute = chat * c["betadd"]
@@ -184,7 +205,6 @@ def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxi
 
         # Stopping rules, SciPy's order (later tests take precedence).
         normar = jnp.abs(zetabar)
-        normx = jnp.linalg.norm(x)
         test1 = normr / normb
         nAr = normA * normr
         test2 = jnp.where(nAr != 0, normar / jnp.where(nAr != 0, nAr, 1), jnp.inf)
@@ -199,7 +219,7 @@ def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxi
         istop = jnp.where(test2 <= atol, 2, istop)
         istop = jnp.where(test1 <= rtol, 1, istop).astype(jnp.int32)
         return dict(
-            itn=itn, istop=istop, x=x, u=u, v=v, h=h, hbar=hbar, alpha=alpha, zetabar=zetabar,
+            itn=itn, istop=istop, x=x, U=U, V=V, h=h, hbar=hbar, beta=beta, alpha=alpha, zetabar=zetabar,
             alphabar=alphabar, rho=rho, rhobar=rhobar, cbar=cbar, sbar=sbar, betadd=betadd, betad=betad,
             rhodold=rhodold, tautildeold=tautildeold, thetatilde=thetatilde, zeta=zeta, d=d, normA2=normA2,
             maxrbar=maxrbar, minrbar=minrbar, normr=normr, normar=normar,

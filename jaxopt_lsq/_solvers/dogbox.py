@@ -138,9 +138,10 @@ class Dogbox(AbstractSolver):
             # LSMR in the scaled variables, active columns masked (SciPy's lsmr_operator).
             d = jnp.where(free, 1 / scale_inv, 0)
             opts = dict(self.tr_options)
+            J_d = op.right_scaled(d)  # scaled once: LSMR applies it many times
             gn = lsmr(
-                lambda v: op.matvec(d * v),
-                lambda u: d * op.rmatvec(u),
+                J_d.matvec,
+                J_d.rmatvec,
                 f,
                 x.shape[0],
                 damp=opts["damp"],

@@ -211,15 +211,11 @@ class TRF(AbstractSolver):
         m = f.shape[0]
         n = x.shape[0]
         opts = dict(self.tr_options)
-        op = self._op(J, x, data)
         d, diag_h, theta, g_norm = self._hat_scaling(x, g, scale_inv, data)
         g_h = d * g
-
-        def J_h(v):
-            return op.matvec(d * v)
-
-        def J_h_T(u):
-            return d * op.rmatvec(u)
+        # J_h = J diag(d), scaled once (LSMR applies it and its transpose many times).
+        J_h_op = self._op(J, x, data).right_scaled(d)
+        J_h, J_h_T = J_h_op.matvec, J_h_op.rmatvec
 
         reg_term = jnp.zeros((), x.dtype)
         if opts["regularize"]:
