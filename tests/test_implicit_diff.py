@@ -141,7 +141,11 @@ def test_per_fit_gradients_under_vmap_and_jit():
 
     batched = jax.jit(jax.vmap(jax.grad(loss_of_fit)))(ys)
     for i in range(3):
-        np.testing.assert_allclose(batched[i], jax.grad(loss_of_fit)(ys[i]), rtol=1e-7, atol=1e-12)
+        # Under vmap the solve's rounding differs, and an ftol stop (1e-13) pins x only
+        # to about sqrt(ftol) = 3e-7 relative: the two gradients agree to that, relative
+        # to the gradient's size (measured: 3.6e-8 on an Intel Xeon, 0 on an AMD EPYC).
+        ref = jax.grad(loss_of_fit)(ys[i])
+        np.testing.assert_allclose(batched[i], ref, rtol=1e-7, atol=1e-6 * float(jnp.max(jnp.abs(ref))))
 
 
 def test_derivative_with_respect_to_f_scale_and_bounds():
