@@ -124,6 +124,12 @@ def is_coarse(dtype):
     return float(jnp.finfo(dtype).eps) > _COARSE_EPS
 
 
+def resolution_ftol(ftol, m, dtype):
+    """The relative cost change below which a coarse dtype cannot resolve the cost of
+    ``m`` residuals: ``max(ftol, sqrt(m) eps)`` (see ``check_termination``)."""
+    return max(ftol, m**0.5 * float(jnp.finfo(dtype).eps))
+
+
 def check_termination(dF, F, dx_norm, x_norm, ratio, ftol, xtol, model_decrease=None, m=1):
     """SciPy's status for ``ftol``/``xtol`` tests: 4 both, 2 ftol, 3 xtol, 0 none.
 
@@ -148,7 +154,7 @@ def check_termination(dF, F, dx_norm, x_norm, ratio, ftol, xtol, model_decrease=
     ftol_ok = (dF < ftol * F) & (ratio > 0.25)
     dtype = jnp.result_type(F)
     if model_decrease is not None and ftol > 0 and is_coarse(dtype):
-        floor = max(ftol, m**0.5 * float(jnp.finfo(dtype).eps)) * F
+        floor = resolution_ftol(ftol, m, dtype) * F
         ftol_ok = ftol_ok | ((model_decrease <= floor) & (dF <= floor))
     xtol_ok = dx_norm < xtol * (xtol + x_norm)
     return jnp.where(ftol_ok & xtol_ok, 4, jnp.where(ftol_ok, 2, jnp.where(xtol_ok, 3, 0))).astype(jnp.int32)

@@ -44,7 +44,7 @@ from jax import lax
 from .._iterate import AbstractSolver
 from .._jacobian import ResidualFunction
 from .._kernels.lmpar import lmpar, qr_pivoted
-from .._kernels.trust_region import is_coarse
+from .._kernels.trust_region import is_coarse, resolution_ftol
 from .._result import RUNNING
 from . import _report
 
@@ -201,7 +201,7 @@ class LM(AbstractSolver):
             # float32's form of the test (see `check_termination`): the Gauss-Newton
             # step's relative decrease ||Q^T f||^2 / ||f||^2 and the actual one within
             # the cost's resolution.
-            floor = max(self.ftol, f_new.shape[0] ** 0.5 * float(jnp.finfo(x_new.dtype).eps))
+            floor = resolution_ftol(self.ftol, f_new.shape[0], x_new.dtype)
             gn_decrease = _safe_div(jnp.sum(state.qtf**2), fnorm**2)
             ftol_ok = ftol_ok | ((gn_decrease <= floor) & (actred <= floor))
         xtol_ok = Delta <= self.xtol * xnorm
