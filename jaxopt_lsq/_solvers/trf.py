@@ -135,16 +135,6 @@ _POINT_KEYS = (
 )
 
 
-class _ScaledOp:
-    """``J_h = J diag(d)`` for :func:`select_step` when ``J`` is an operator."""
-
-    def __init__(self, op, d):
-        self.op, self.d = op, d
-
-    def __matmul__(self, v):
-        return self.op.matvec(self.d * v)
-
-
 class TRF(AbstractSolver):
     residuals: ResidualFunction
     loss: Any = eqx.field(static=True)  # name or callable
@@ -340,7 +330,7 @@ class TRF(AbstractSolver):
             p_h, alpha = solve_lsq_trust_region(n, m, state.uf, state.s, state.V, state.Delta, state.alpha)
         if self.bounded:
             p = state.d * p_h
-            J_h = state.J_h if self.tr_solver == "exact" else _ScaledOp(self._op(state.J, state.x, data), state.d)
+            J_h = state.J_h if self.tr_solver == "exact" else self._op(state.J, state.x, data).right_scaled(state.d)
             step, step_h, predicted = select_step(
                 state.x, J_h, state.diag_h, state.g_h, p, p_h, state.d, state.Delta, data.lb, data.ub, state.theta
             )
