@@ -6,7 +6,7 @@ Same names, arguments, defaults, result fields, status codes and error messages 
 """
 
 from ._batch import least_squares_batch as least_squares_batch
-from ._curve_fit import OptimizeWarning as OptimizeWarning
+from ._result import OptimizeWarning as OptimizeWarning
 from ._curve_fit import curve_fit as curve_fit
 from ._lbfgsb import LbfgsInvHessProduct as LbfgsInvHessProduct
 from ._lbfgsb import fmin_l_bfgs_b as fmin_l_bfgs_b

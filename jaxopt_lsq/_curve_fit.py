@@ -12,10 +12,7 @@ from jax.scipy.linalg import solve_triangular
 
 from ._host import is_tracer
 from ._least_squares import least_squares
-
-
-class OptimizeWarning(UserWarning):
-    """Warning issued by the fitting functions (mirrors ``scipy.optimize.OptimizeWarning``)."""
+from ._result import OptimizeWarning
 
 
 def _n_params(f):

@@ -25,18 +25,10 @@ from ._host import (host_call, intermediate_result, is_tracer, output_struct, re
                     run_user_callback, split_data)
 from ._iterate import iterate
 from ._jacobian import FD_METHODS, fd_evaluations, fd_jacobian, value_and_fd_grad_on_host
-from ._result import OptimizeResult, register_result_kind
+from ._result import OptimizeResult, OptimizeWarning, register_result_kind
 from ._solvers import lbfgsb as _solver
 from ._solvers._report import LbfgsbLog
 from ._validate import float_dtype
-
-try:  # SciPy's warning class when SciPy is installed, so filters written for it work
-    from scipy.optimize import OptimizeWarning
-except Exception:  # pragma: no cover
-
-    class OptimizeWarning(UserWarning):
-        pass
-
 
 # Codes that only the ``minimize`` facade reports (SciPy's ``minimize`` rewrites the
 # result in these two cases): status 99 after a callback stop, status 0 when every
@@ -505,7 +497,7 @@ def _pairs_in_time_order(pairs, age):
 def _minimize_lbfgsb(
     fun, x0, args=(), jac=None, bounds=None, disp=_NoValue, maxcor=10,
     ftol=2.2204460492503131e-09, gtol=1e-5, eps=1e-8, maxfun=15000, maxiter=15000,
-    iprint=_NoValue, callback=None, maxls=20, finite_diff_rel_step=None,
+    iprint=_NoValue, callback=None, maxls=20, finite_diff_rel_step=None, workers=None,
     _approx_grad=False, _check_bounds=_check_fmin_bounds, _ravel=True,
     _gcp_chunk=_NoValue, _gram_update_size=_NoValue, _lbub=None, **unknown_options,
 ):
@@ -660,11 +652,15 @@ def minimize(
         Sets ``ftol`` and ``gtol`` when they are not in ``options``.
     callback : callable, optional
         ``callback(xk)`` or ``callback(intermediate_result)``, called on the host after
-        each iteration. Unlike SciPy, it cannot stop the solve.
+        each iteration. Raising ``StopIteration`` stops the solve (status 99), as in
+        SciPy.
     options : dict, optional
         ``maxcor`` (10), ``ftol`` (2.22e-9), ``gtol`` (1e-5), ``eps`` (1e-8),
         ``maxfun`` (15000), ``maxiter`` (15000), ``maxls`` (20),
-        ``finite_diff_rel_step`` (None); ``disp`` and ``iprint`` are accepted with
+        ``finite_diff_rel_step`` (None), ``workers`` (None: accepted for compatibility
+        and ignored; finite differences of a traceable ``fun`` are one vectorised
+        call, those of a NumPy ``fun`` run one after another on the host); ``disp``
+        and ``iprint`` are accepted with
         SciPy 1.17's ``DeprecationWarning`` and print the iteration log of the
         L-BFGS-B Fortran code (see Notes).
 

@@ -117,6 +117,13 @@ def _success_for(kind, status, host=None):
     return rule(status)
 
 
+class OptimizeWarning(UserWarning):
+    """A fit's result may not be what was asked for: covariance that cannot be
+    estimated (``curve_fit``), unknown solver options (``minimize``). The counterpart
+    of ``scipy.optimize.OptimizeWarning``, also a ``UserWarning``; every warning of this
+    kind that the package issues has this one class."""
+
+
 @jax.tree_util.register_pytree_node_class
 class OptimizeResult(dict):
     """The result of an optimisation: a dict with attribute access and a JAX pytree.

@@ -403,6 +403,23 @@ def test_deprecated_iprint_disp_warn_like_scipy():
     assert [str(w.message) for w in ours] == [str(w.message) for w in theirs]
 
 
+
+def test_options_workers_accepted_and_unknown_options_warn_like_scipy():
+    """SciPy 1.17's L-BFGS-B takes ``workers``; an unknown option is an OptimizeWarning."""
+    f = rosen(jnp)
+    for opts in (dict(workers=None), dict(workers=map)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            res = jl.minimize(f, np.full(2, 1.1), method="L-BFGS-B", options=opts)
+            ref = so.minimize(rosen(np), np.full(2, 1.1), jac=lambda x: np.asarray(jax.grad(f)(x)),
+                              method="L-BFGS-B", options=opts)
+        assert (res.status, res.nit) == (ref.status, ref.nit)
+    with pytest.warns(jl.OptimizeWarning, match="Unknown solver options: wrkers") as ours:
+        jl.minimize(f, np.full(2, 1.1), method="L-BFGS-B", options=dict(wrkers=2))
+    with pytest.warns(so.OptimizeWarning, match="Unknown solver options: wrkers") as theirs:
+        so.minimize(rosen(np), np.full(2, 1.1), method="L-BFGS-B", options=dict(wrkers=2))
+    assert [str(w.message) for w in ours] == [str(w.message) for w in theirs]
+
 # --- shared host/FD machinery and the eager facade ------------------------------------
 @pytest.mark.parametrize("method", ["2-point", "3-point", "cs"])
 def test_numpy_function_fd_schemes_match_scipy(method):
