@@ -6,7 +6,9 @@ least-squares problems (n = 2 .. 20):
 * SciPy ``least_squares(method="trf")`` and ``method="lm"`` -- NumPy residual
   function, SciPy's default Jacobian (``'2-point'`` finite differences), as a
   user would call it;
-* jaxopt ``LevenbergMarquardt`` under ``jax.jit(solver.run)`` (optional);
+* jaxopt ``LevenbergMarquardt`` under ``jax.jit(solver.run)`` (optional), with its
+  defaults (conjugate gradients on Jacobian products) and with its best setting for
+  small dense problems ("dense": ``materialize_jac=True, solver="cholesky"``);
 * optimistix ``optx.least_squares(..., optx.LevenbergMarquardt(...))`` under
   ``jax.jit`` (optional);
 * ours, ``jaxopt_lsq.least_squares``, two ways:
@@ -226,12 +228,12 @@ def build_ours_call(p):
     return call, extract
 
 
-def build_jaxopt(p):
+def build_jaxopt(p, **options):
     fun = p.make(jnp)
     x0 = jnp.asarray(p.x0)
     data = tuple(jnp.asarray(a) for a in p.args)
     solver = jaxopt.LevenbergMarquardt(residual_fun=fun, tol=TOL, xtol=TOL, gtol=TOL,
-                                       maxiter=100 * p.n)
+                                       maxiter=100 * p.n, **options)
     run = jax.jit(solver.run)
 
     def call():
@@ -285,6 +287,11 @@ def make_solvers():
     notes = []
     if jaxopt is not None:
         solvers.append(Solver("jaxopt", "jaxopt LM", build_jaxopt, True))
+        # jaxopt's best setting for small dense problems: the Jacobian formed with
+        # jacfwd and the damped normal equations solved by Cholesky (its default is
+        # conjugate gradients on Jacobian products).
+        solvers.append(Solver("jaxopt_dense", "jaxopt LM (dense)",
+                              lambda p: build_jaxopt(p, materialize_jac=True, solver="cholesky"), True))
     else:
         notes.append(f"jaxopt LevenbergMarquardt skipped (import failed: {_JAXOPT_ERR})")
     if optx is not None:
@@ -299,7 +306,7 @@ def make_solvers():
     return solvers, notes
 
 
-PEERS = ("jaxopt", "optx")
+PEERS = ("jaxopt", "jaxopt_dense", "optx")
 
 
 # ---------------------------------------------------------------------------
@@ -594,7 +601,7 @@ def main(argv=None):
         "- float64; tolerances 1e-8 (SciPy defaults: ftol = xtol = gtol = 1e-8; jaxopt tol = 1e-8; "
         "optimistix rtol = atol = 1e-8); JAX peers get 100·n iterations (SciPy trf's max_nfev)",
         "- SciPy: NumPy residuals, default `jac='2-point'` finite differences. "
-        "JAX solvers: autodiff Jacobians (their defaults). jaxopt LM: default linear solver (CG).",
+        "JAX solvers: autodiff Jacobians (their defaults). jaxopt LM: its default (CG on Jacobian products); jaxopt LM (dense): `materialize_jac=True, solver=\"cholesky\"`.",
         f"- warm time: min over {repeats} repeats of the mean of N calls (N so that a repeat takes "
         f"~{target} s; repeats interleaved across solvers), JAX results `block_until_ready`; first-call time: wall time of the first "
         "call of a freshly built jitted function / of `least_squares` with a new function object",
