@@ -4,6 +4,8 @@ SciPy is the oracle on exactly the same functions (each problem is written once 
 NumPy and jax.numpy, see helpers.py).
 """
 
+import functools
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -121,6 +123,13 @@ TIGHT = dict(xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=100000)
 CASES = [(name, k) for name in nist.DATASETS for k in (1, 2)]
 
 
+@functools.lru_cache(maxsize=None)
+def _nist_fun(name):
+    # One function object per dataset: both starts reuse its compiled solves (the
+    # compilation, not the solve, is what a test here costs).
+    return nist.residual_fun(name, jnp)
+
+
 def rel_err(x, ds):
     return float(np.max(np.abs(x - ds.certified_params) / np.abs(ds.certified_params)))
 
@@ -130,7 +139,7 @@ def test_nist_certified_values(name, start):
     from scipy.optimize import least_squares as scipy_least_squares
 
     ds = nist.load(name)
-    fun_j, fun_n = nist.residual_fun(name, jnp), nist.residual_fun(name, np)
+    fun_j, fun_n = _nist_fun(name), nist.residual_fun(name, np)
     args = nist.residual_args(name)
     x0 = ds.start(start)
     # Tight tolerances: SciPy with an exact Jacobian reaches every certified value; so must we.
