@@ -39,6 +39,12 @@ def corner(xp):
     return f
 
 
+# One function object per problem: the compiled solve is cached on the function, so
+# tests that solve a problem with equal settings (size, bounds or not, options) share it.
+ROSEN = rosen(jnp)
+COUPLED = coupled_quadratic(jnp)
+
+
 def scipy_solve(fnp, fjax, x0, args=(), **kw):
     grad = jax.grad(fjax)
 
@@ -63,8 +69,8 @@ def assert_close_to_scipy(res, ref, xtol=1e-4, nit_factor=1.5, fatol=1e-7):
 def test_rosenbrock_matches_scipy(n, bounded):
     x0 = np.linspace(-1.2, 1.0, n)
     bounds = [(-1.5, 0.8)] * n if bounded else None
-    res = jl.minimize(rosen(jnp), x0, bounds=bounds)
-    ref = scipy_solve(rosen(np), rosen(jnp), x0, bounds=bounds)
+    res = jl.minimize(ROSEN, x0, bounds=bounds)
+    ref = scipy_solve(rosen(np), ROSEN, x0, bounds=bounds)
     # Unbounded Rosenbrock-100 stops on ftol in a long valley: compare f loosely.
     loose = n == 100 and not bounded
     assert_close_to_scipy(res, ref, xtol=1e-3 if loose else 1e-4,
@@ -90,9 +96,8 @@ def test_many_active_bounds_matches_scipy():
     c = rng.uniform(-1.5, 1.5, n)
     bounds = [(-0.5, 0.5)] * n
     x0 = np.zeros(n)
-    res = jl.minimize(coupled_quadratic(jnp), x0, args=(c,), bounds=bounds)
-    ref = scipy_solve(coupled_quadratic(np), coupled_quadratic(jnp), x0, args=(c,),
-                      bounds=bounds)
+    res = jl.minimize(COUPLED, x0, args=(c,), bounds=bounds)
+    ref = scipy_solve(coupled_quadratic(np), COUPLED, x0, args=(c,), bounds=bounds)
     assert_close_to_scipy(res, ref, xtol=1e-5)
     active = np.isclose(np.abs(np.asarray(res.x)), 0.5)
     assert active.sum() > n // 4
@@ -109,13 +114,16 @@ def test_optimum_at_corner():
 
 
 def test_large_n_code_paths_agree_with_small_n_paths():
-    """Sort-free chunked Cauchy point + incremental Gram give the same iterates."""
+    """Sort-free chunked Cauchy point + incremental Gram give the same iterates.
+
+    (n = 200 and default settings, as in test_many_active_bounds_matches_scipy: the
+    default solve is compiled once for both tests.)"""
     rng = np.random.default_rng(2)
-    n = 120
+    n = 200
     c = rng.uniform(-1.5, 1.5, n)
     bounds = [(-0.5, 0.5)] * n
     x0 = rng.uniform(-0.5, 0.5, n)
-    f = coupled_quadratic(jnp)
+    f = COUPLED
     a = facade._minimize_lbfgsb(f, x0, args=(c,), jac=None, bounds=bounds,
                                 _check_bounds=facade._check_minimize_bounds)
     b = facade._minimize_lbfgsb(f, x0, args=(c,), jac=None, bounds=bounds,
@@ -338,7 +346,7 @@ def test_nonfinite_at_start():
 def test_hess_inv_matches_scipy_operator():
     from scipy.optimize import LbfgsInvHessProduct as SciPyOp
 
-    res = jl.minimize(rosen(jnp), np.zeros(4), options=dict(maxcor=3, maxiter=2))
+    res = jl.minimize(ROSEN, np.zeros(4), options=dict(maxcor=3, maxiter=2))
     h = res.hess_inv
     nc = int(h.n_corrs)
     ref = SciPyOp(np.asarray(h.sk)[:nc], np.asarray(h.yk)[:nc])
@@ -432,8 +440,10 @@ def test_fmin_epsilon_is_an_absolute_step():
 
 
 def test_eager_result_types_like_scipy():
-    res = jl.minimize(rosen(jnp), np.zeros(3), bounds=[(-1, 0.5)] * 3)
-    ref = scipy_solve(rosen(np), rosen(jnp), np.zeros(3), bounds=[(-1, 0.5)] * 3)
+    # n = 2 with bounds: the configuration of test_rosenbrock_matches_scipy[True-2]
+    # (bounds are data), compiled once for both.
+    res = jl.minimize(ROSEN, np.zeros(2), bounds=[(-1, 0.5)] * 2)
+    ref = scipy_solve(rosen(np), ROSEN, np.zeros(2), bounds=[(-1, 0.5)] * 2)
     assert isinstance(res.x, np.ndarray) and isinstance(res.jac, np.ndarray)
     for k in ("nit", "nfev", "njev", "status"):
         assert type(res[k]) is int and res[k] == ref[k]
@@ -472,7 +482,7 @@ def _stop_at(k, by_name):
 
 @pytest.mark.parametrize("by_name", [False, True])
 def test_callback_stop_iteration_like_scipy(by_name):
-    f = rosen(jnp)
+    f = ROSEN  # `limited` below is compiled once for both parametrisations
     res = jl.minimize(f, np.full(5, 1.1), callback=_stop_at(4, by_name))
     ref = so.minimize(rosen(np), np.full(5, 1.1), jac=lambda x: np.asarray(jax.grad(f)(x)),
                       method="L-BFGS-B", callback=_stop_at(4, by_name))
@@ -538,11 +548,13 @@ def test_all_variables_fixed_like_scipy():
 
 
 def test_hess_inv_is_callable_and_has_rho_like_scipy():
-    res = jl.minimize(rosen(jnp), np.zeros(3), options=dict(maxiter=4))
+    # The solve of test_hess_inv_matches_scipy_operator (compiled once for both).
+    res = jl.minimize(ROSEN, np.zeros(4), options=dict(maxcor=3, maxiter=2))
     h = res.hess_inv
     nc = int(h.n_corrs)
+    assert nc == 2
     ref = so.LbfgsInvHessProduct(np.asarray(h.sk)[:nc], np.asarray(h.yk)[:nc])
-    v = np.array([1.0, -2.0, 0.5])
+    v = np.array([1.0, -2.0, 0.5, 3.0])
     np.testing.assert_allclose(np.asarray(h(v)), ref(v), rtol=1e-10)
     np.testing.assert_allclose(np.asarray(h.rho)[:nc], ref.rho, rtol=1e-12)
 
