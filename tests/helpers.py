@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import warnings
 from typing import Callable
@@ -123,6 +124,14 @@ class Problem:
     source: str = ""
     tags: tuple = ()
     notes: str = ""
+
+    def __post_init__(self):
+        # ``make(xp)`` returns one function object per namespace: the solver's compiled
+        # solves are cached on the function, so tests of one problem with the same
+        # settings share a compilation instead of compiling equal programs again.
+        object.__setattr__(self, "make", functools.lru_cache(maxsize=None)(self.make))
+        if self.make_jac is not None:
+            object.__setattr__(self, "make_jac", functools.lru_cache(maxsize=None)(self.make_jac))
 
     def fun(self, xp):
         """Residual function ``fun(x, *args)`` for the namespace ``xp``."""
@@ -1260,6 +1269,15 @@ def jax_jacobian_numpy(problem: Problem) -> Callable:
     """
     if problem.make_jac is not None:
         return problem.make_jac(np)
+    if problem.name not in _JACOBIANS:  # one compiled Jacobian per problem
+        _JACOBIANS[problem.name] = _jax_jacobian_numpy(problem)
+    return _JACOBIANS[problem.name]
+
+
+_JACOBIANS = {}
+
+
+def _jax_jacobian_numpy(problem):
     import jax
     import jax.numpy as jnp
 

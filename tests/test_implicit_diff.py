@@ -33,6 +33,11 @@ def model(xp):
     return fun
 
 
+# One function object for every solve below: solves of one configuration (and their
+# jvp/vjp programs) are compiled once and reused, also from test to test.
+MODEL = model(jnp)
+
+
 def rho(loss, z):
     return {"linear": z, "soft_l1": 2 * ((1 + z) ** 0.5 - 1), "cauchy": np.log1p(z),
             "huber": np.where(z <= 1, z, 2 * np.sqrt(z) - 1), "arctan": np.arctan(z)}[loss]
@@ -87,7 +92,7 @@ CASES = [
 @pytest.mark.parametrize("kw", CASES, ids=[str(c) for c in CASES])
 def test_solution_derivative_matches_finite_differences(kw):
     kw = {**TIGHT, **kw}
-    res = least_squares(model(jnp), X0, args=(T, Y), **kw)
+    res = least_squares(MODEL, X0, args=(T, Y), **kw)
     assert res.success
     lb = np.broadcast_to(np.asarray(kw.get("bounds", (-np.inf, np.inf))[0], float), (3,))
     ub = np.broadcast_to(np.asarray(kw.get("bounds", (-np.inf, np.inf))[1], float), (3,))
@@ -96,7 +101,7 @@ def test_solution_derivative_matches_finite_differences(kw):
         assert np.any(res.active_mask != 0), "the case must exercise an active bound"
 
     def solve_x(y):
-        return least_squares(model(jnp), X0, args=(T, y), **kw).x
+        return least_squares(MODEL, X0, args=(T, y), **kw).x
 
     J_rev = np.asarray(jax.jacrev(solve_x)(jnp.asarray(Y)))
     J_fwd = np.asarray(jax.jacfwd(solve_x)(jnp.asarray(Y)))
@@ -117,19 +122,19 @@ def test_solution_derivative_matches_finite_differences(kw):
 
 
 def test_derivative_with_respect_to_x0_is_zero():
-    g = jax.grad(lambda x0: least_squares(model(jnp), x0, args=(T, Y)).x.sum())(jnp.asarray(X0))
+    g = jax.grad(lambda x0: least_squares(MODEL, x0, args=(T, Y)).x.sum())(jnp.asarray(X0))
     np.testing.assert_array_equal(g, 0.0)
 
 
 def test_grad_of_cost_and_residuals():
     # d cost*/dy = dC/dy at fixed x (envelope theorem): -f(x*) for the linear loss.
-    res = least_squares(model(jnp), X0, args=(T, Y), **TIGHT)
-    g = jax.grad(lambda y: least_squares(model(jnp), X0, args=(T, y), **TIGHT).cost)(jnp.asarray(Y))
+    res = least_squares(MODEL, X0, args=(T, Y), **TIGHT)
+    g = jax.grad(lambda y: least_squares(MODEL, X0, args=(T, y), **TIGHT).cost)(jnp.asarray(Y))
     np.testing.assert_allclose(g, -res.fun, rtol=1e-6, atol=1e-9)  # up to the final gradient
     # Residuals f(x*(y), y): tangent = J dx - dy.
     dy = np.random.default_rng(0).standard_normal(T.size)
-    _, dfun = jax.jvp(lambda y: least_squares(model(jnp), X0, args=(T, y), **TIGHT).fun, (jnp.asarray(Y),), (jnp.asarray(dy),))
-    _, dx = jax.jvp(lambda y: least_squares(model(jnp), X0, args=(T, y), **TIGHT).x, (jnp.asarray(Y),), (jnp.asarray(dy),))
+    _, dfun = jax.jvp(lambda y: least_squares(MODEL, X0, args=(T, y), **TIGHT).fun, (jnp.asarray(Y),), (jnp.asarray(dy),))
+    _, dx = jax.jvp(lambda y: least_squares(MODEL, X0, args=(T, y), **TIGHT).x, (jnp.asarray(Y),), (jnp.asarray(dy),))
     np.testing.assert_allclose(dfun, res.jac @ np.asarray(dx) - dy, rtol=1e-8, atol=1e-12)
 
 
@@ -137,7 +142,7 @@ def test_per_fit_gradients_under_vmap_and_jit():
     ys = jnp.stack([jnp.asarray(Y), jnp.asarray(Y) * 1.1, jnp.asarray(Y) + 0.2])
 
     def loss_of_fit(y):
-        return jnp.sum(least_squares(model(jnp), X0, args=(T, y), loss="soft_l1", f_scale=0.1, **TIGHT).x ** 2)
+        return jnp.sum(least_squares(MODEL, X0, args=(T, y), loss="soft_l1", f_scale=0.1, **TIGHT).x ** 2)
 
     batched = jax.jit(jax.vmap(jax.grad(loss_of_fit)))(ys)
     for i in range(3):
@@ -151,12 +156,12 @@ def test_per_fit_gradients_under_vmap_and_jit():
 def test_derivative_with_respect_to_f_scale_and_bounds():
     # An active bound moves the solution with it; f_scale changes the robust fit.
     kw = dict(bounds=([-np.inf, 1.2, -np.inf], np.inf), **TIGHT)
-    dx = jax.jacfwd(lambda lb: least_squares(model(jnp), X0, args=(T, Y), bounds=(jnp.stack([-jnp.inf, lb, -jnp.inf]), jnp.inf), **TIGHT).x)(1.2)
+    dx = jax.jacfwd(lambda lb: least_squares(MODEL, X0, args=(T, Y), bounds=(jnp.stack([-jnp.inf, lb, -jnp.inf]), jnp.inf), **TIGHT).x)(1.2)
     assert abs(float(dx[1]) - 1.0) < 1e-12
-    res = least_squares(model(jnp), X0, args=(T, Y), **kw)
+    res = least_squares(MODEL, X0, args=(T, Y), **kw)
     assert res.active_mask[1] == -1
-    g = jax.grad(lambda fs: least_squares(model(jnp), X0, args=(T, Y), loss="cauchy", f_scale=fs, **TIGHT).x[0])(0.1)
-    x_start = np.asarray(least_squares(model(jnp), X0, args=(T, Y), loss="cauchy", f_scale=0.1, **TIGHT).x)
+    g = jax.grad(lambda fs: least_squares(MODEL, X0, args=(T, Y), loss="cauchy", f_scale=fs, **TIGHT).x[0])(0.1)
+    x_start = np.asarray(least_squares(MODEL, X0, args=(T, Y), loss="cauchy", f_scale=0.1, **TIGHT).x)
     eps, free = 1e-4, np.zeros(3, int)
     fd = (reference_solution(Y, x_start, free, "cauchy", 0.1 + eps)[0]
           - reference_solution(Y, x_start, free, "cauchy", 0.1 - eps)[0]) / (2 * eps)

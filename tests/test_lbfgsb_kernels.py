@@ -8,6 +8,25 @@ import pytest
 from jaxopt_lsq._kernels import lbfgsb as K
 from lbfgsb_reference import cauchy_point_reference
 
+# The kernels run jitted, as they do inside the solver. Called eagerly, each call traces
+# and compiles the kernel's loops and branches again; jitted, one compilation per shape
+# and static setting serves every seed and memory below.
+cauchy_point = jax.jit(K.cauchy_point, static_argnames=("chunk",))
+middle_matrix = jax.jit(K.middle_matrix)
+select_smallest = jax.jit(K.select_smallest, static_argnums=(1, 3))
+free_gram_full = jax.jit(K.free_gram_full, static_argnames=("block",))
+free_gram_update = jax.jit(K.free_gram_update, static_argnums=4)
+free_gram_refresh = jax.jit(K.free_gram_refresh, static_argnums=4)
+dcsrch_start = jax.jit(K.dcsrch_start)
+dcsrch_update = jax.jit(K.dcsrch_update)
+
+
+@jax.jit
+def _add_pair(mem, s, y):
+    mem, slot = K.memory_write_rows(mem, s, y, True)
+    prod = K.wt_matvec(mem, jnp.stack([s, y], 1), jnp.ones(2 * mem.age.shape[0], s.dtype))
+    return K.memory_update_small(mem, slot, prod, s @ y, y @ y, True)
+
 
 def _memory(rng, n, m, npairs):
     """A memory filled with pairs y = A s from an SPD A (curvature always positive)."""
@@ -17,9 +36,7 @@ def _memory(rng, n, m, npairs):
     for _ in range(npairs):
         s = rng.standard_normal(n)
         y = A @ s
-        mem, slot = K.memory_write_rows(mem, jnp.asarray(s), jnp.asarray(y), True)
-        prod = K.wt_matvec(mem, jnp.stack([s, y], 1), jnp.ones(2 * m))
-        mem = K.memory_update_small(mem, slot, prod, s @ y, y @ y, True)
+        mem = _add_pair(mem, jnp.asarray(s), jnp.asarray(y))
     return mem
 
 
@@ -44,9 +61,9 @@ def test_cauchy_point_matches_sequential_reference(seed, npairs, chunk):
     n, m = 40, 5
     mem = _memory(rng, n, m, npairs)
     x, g, lower, upper = _problem(rng, n)
-    M, ok = K.middle_matrix(mem)
+    M, ok = middle_matrix(mem)
     assert bool(ok)
-    xc, c, free, t = K.cauchy_point(
+    xc, c, free, t = cauchy_point(
         jnp.asarray(x), jnp.asarray(g), jnp.asarray(lower), jnp.asarray(upper), mem, M,
         chunk=chunk,
     )
@@ -64,7 +81,7 @@ def test_cauchy_point_minimises_model_along_path():
     n, m = 30, 4
     mem = _memory(rng, n, m, 6)
     x, g, lower, upper = _problem(rng, n)
-    M, _ = K.middle_matrix(mem)
+    M, _ = middle_matrix(mem)
     scale = np.asarray(K.w_scale(mem))
     W = (np.asarray(mem.buf) * scale[:, None]).T
     B = float(mem.theta) * np.eye(n) - W @ np.asarray(M) @ W.T
@@ -73,7 +90,7 @@ def test_cauchy_point_minimises_model_along_path():
         z = np.clip(x - t * g, lower, upper) - x
         return g @ z + 0.5 * z @ B @ z
 
-    _, _, _, t = K.cauchy_point(jnp.asarray(x), jnp.asarray(g), jnp.asarray(lower),
+    _, _, _, t = cauchy_point(jnp.asarray(x), jnp.asarray(g), jnp.asarray(lower),
                                 jnp.asarray(upper), mem, M)
     t = float(t)
     ts = np.linspace(0, t, 200)
@@ -84,7 +101,7 @@ def test_middle_matrix_is_inverse_of_compact_middle():
     rng = np.random.default_rng(1)
     n, m = 12, 4
     mem = _memory(rng, n, m, 6)  # wrapped around: slots out of time order
-    M, ok = K.middle_matrix(mem)
+    M, ok = middle_matrix(mem)
     order = np.argsort(np.asarray(mem.age))
     S = np.asarray(mem.buf)[m:][order]
     Y = np.asarray(mem.buf)[:m][order]
@@ -102,7 +119,7 @@ def test_subspace_step_unbounded_is_quasi_newton_step():
     rng = np.random.default_rng(2)
     n, m = 15, 4
     mem = _memory(rng, n, m, 5)
-    M, _ = K.middle_matrix(mem)
+    M, _ = middle_matrix(mem)
     scale = np.asarray(K.w_scale(mem))
     W = (np.asarray(mem.buf) * scale[:, None]).T
     B = float(mem.theta) * np.eye(n) - W @ np.asarray(M) @ W.T
@@ -123,12 +140,12 @@ def test_free_gram_update_matches_full():
     mem = _memory(rng, n, m, 4)
     f0 = jnp.asarray(rng.uniform(size=n) < 0.5)
     f1 = f0.at[jnp.arange(5)].set(~f0[:5])
-    g0 = K.free_gram_full(mem, f0)
-    g1, ok = K.free_gram_update(mem, g0, f0, f1, 8)
+    g0 = free_gram_full(mem, f0)
+    g1, ok = free_gram_update(mem, g0, f0, f1, 8)
     assert bool(ok)
-    np.testing.assert_allclose(np.asarray(g1), np.asarray(K.free_gram_full(mem, f1)),
+    np.testing.assert_allclose(np.asarray(g1), np.asarray(free_gram_full(mem, f1)),
                                atol=1e-10)
-    _, ok = K.free_gram_update(mem, g0, f0, ~f0, 8)
+    _, ok = free_gram_update(mem, g0, f0, ~f0, 8)
     assert not bool(ok)
 
 
@@ -137,15 +154,15 @@ def test_blocked_gram_and_staged_refresh_match_masked_product():
     n, m = 50, 3
     mem = _memory(rng, n, m, 4)
     f0 = jnp.asarray(rng.uniform(size=n) < 0.5)
-    g0 = K.free_gram_full(mem, f0, block=None)
+    g0 = free_gram_full(mem, f0, block=None)
     # 13 panels of 4 columns; the last one is shifted back and masks what was counted.
-    np.testing.assert_allclose(np.asarray(K.free_gram_full(mem, f0, block=4)),
+    np.testing.assert_allclose(np.asarray(free_gram_full(mem, f0, block=4)),
                                np.asarray(g0), atol=1e-10)
     # size 1: stages of 1 and 16 changed variables, then the full product.
     for k in (1, 10, 30):
         f1 = f0.at[:k].set(~f0[:k])
-        np.testing.assert_allclose(np.asarray(K.free_gram_refresh(mem, g0, f0, f1, 1)),
-                                   np.asarray(K.free_gram_full(mem, f1, block=None)),
+        np.testing.assert_allclose(np.asarray(free_gram_refresh(mem, g0, f0, f1, 1)),
+                                   np.asarray(free_gram_full(mem, f1, block=None)),
                                    atol=1e-10)
 
 
@@ -167,7 +184,7 @@ def test_select_smallest_with_ties(size):
     rng = np.random.default_rng(size)
     t = rng.choice([0.5, 1.0, 2.0, 3.0], size=40) * rng.choice([1.0, 1.0 + 1e-12], 40)
     t[rng.uniform(size=40) < 0.2] = np.inf
-    idx, tk = K.select_smallest(jnp.asarray(t), size)
+    idx, tk = select_smallest(jnp.asarray(t), size)
     idx, tk = np.asarray(idx), np.asarray(tk)
     valid = idx < 40
     assert valid.sum() >= 1
@@ -186,7 +203,7 @@ def test_select_smallest_stages_take_each_entry_once(size):
     t[rng.uniform(size=30) < 0.2] = np.inf
     taken, last, above = [], 0.0, None
     for _ in range(40):
-        idx, tk, above = K.select_smallest(jnp.asarray(t), size, above, return_above=True)
+        idx, tk, above = select_smallest(jnp.asarray(t), size, above, return_above=True)
         idx, tk = np.asarray(idx), np.asarray(tk)
         valid = idx < 30
         if not valid.any():
@@ -204,10 +221,10 @@ def test_cauchy_point_stages_with_tied_breakpoints():
     lower, upper = -np.ones(n), np.ones(n)
     x = np.zeros(n)
     g = rng.choice([-2.0, -1.0, 1.0, 2.0], n)  # breakpoints 0.5 and 1.0, 30 each
-    M, _ = K.middle_matrix(mem)
+    M, _ = middle_matrix(mem)
     xr, cr, freer, tr = cauchy_point_reference(x, g, lower, upper, mem, M)
     for chunk in (2, 7):
-        xc, c, free, t = K.cauchy_point(jnp.asarray(x), jnp.asarray(g), jnp.asarray(lower),
+        xc, c, free, t = cauchy_point(jnp.asarray(x), jnp.asarray(g), jnp.asarray(lower),
                                         jnp.asarray(upper), mem, M, chunk=chunk)
         np.testing.assert_allclose(float(t), tr, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(np.asarray(xc), xr, rtol=1e-10, atol=1e-12)
@@ -217,11 +234,11 @@ def test_cauchy_point_stages_with_tied_breakpoints():
 
 def _run_line_search(phi, stp0, stpmax=1e10, maxls=30):
     f0, g0 = phi(0.0)
-    ls = K.dcsrch_start(jnp.asarray(f0), jnp.asarray(g0), jnp.asarray(stp0), 0.0, stpmax)
+    ls = dcsrch_start(jnp.asarray(f0), jnp.asarray(g0), jnp.asarray(stp0), 0.0, stpmax)
     stp = jnp.asarray(stp0)
     for _ in range(maxls):
         f, g = phi(float(stp))
-        ls, stp_next, task = K.dcsrch_update(ls, stp, jnp.asarray(f), jnp.asarray(g),
+        ls, stp_next, task = dcsrch_update(ls, stp, jnp.asarray(f), jnp.asarray(g),
                                              jnp.asarray(0.0), jnp.asarray(stpmax))
         if int(task) != K.LS_FG:
             return float(stp), int(task), (f0, g0, f, g)

@@ -33,6 +33,12 @@ def expfit(xp):
     return fun
 
 
+# One function object per problem: compiled solves are cached on the function, so the
+# tests' solves with equal settings (and the loop of single fits in
+# test_vmap_over_x0_and_data) compile once.
+ROSEN = rosen(jnp)
+EXPFIT = expfit(jnp)
+
 T = np.linspace(0, 10, 20)
 Y = 0.5 + 2.0 * np.exp(-1.0 * T) + 0.05 * np.random.default_rng(1).standard_normal(20)
 
@@ -73,7 +79,7 @@ def test_bad_input_matches_scipy(kw):
         with pytest.raises(Exception) as expected:
             so.least_squares(rosen(np), np.asarray(x0) if not isinstance(x0, list) else x0, **kw)
         with pytest.raises(type(expected.value)) as got:
-            least_squares(rosen(jnp), x0, **kw)
+            least_squares(ROSEN, x0, **kw)
     assert str(got.value) == str(expected.value)
 
 
@@ -101,18 +107,18 @@ def test_fun_returning_2d_is_rejected():
 
 def test_jac_wrong_shape():
     with pytest.raises(ValueError, match="The return value of `jac` has wrong shape"):
-        least_squares(rosen(jnp), [2.0, 2.0], jac=lambda x: jnp.ones((3, 2)))
+        least_squares(ROSEN, [2.0, 2.0], jac=lambda x: jnp.ones((3, 2)))
 
 
 def test_tolerance_below_eps_warns_like_scipy():
     with pytest.warns(UserWarning, match="Setting `ftol` below the machine epsilon"):
-        least_squares(rosen(jnp), [2.0, 2.0], ftol=1e-20)
+        least_squares(ROSEN, [2.0, 2.0], ftol=1e-20)
 
 
 def test_x0_not_modified():
     x0 = np.array([2.0, 2.0])
     x0_copy = x0.copy()
-    least_squares(rosen(jnp), x0, bounds=([-np.inf, 1.5], np.inf))
+    least_squares(ROSEN, x0, bounds=([-np.inf, 1.5], np.inf))
     np.testing.assert_array_equal(x0, x0_copy)
 
 
@@ -120,7 +126,7 @@ def test_x0_not_modified():
 # Results: fields and types as in SciPy.
 # --------------------------------------------------------------------------------------
 def test_result_fields_and_types():
-    res = least_squares(rosen(jnp), [2.0, 2.0])
+    res = least_squares(ROSEN, [2.0, 2.0])
     ref = so.least_squares(rosen(np), [2.0, 2.0])
     assert list(res.keys()) == list(ref.keys())
     assert isinstance(res.x, np.ndarray) and isinstance(res.nfev, int) and isinstance(res.status, int)
@@ -133,7 +139,7 @@ def test_result_fields_and_types():
 
 
 def test_result_is_a_pytree():
-    res = least_squares(rosen(jnp), [2.0, 2.0])
+    res = least_squares(ROSEN, [2.0, 2.0])
     leaves, treedef = jax.tree_util.tree_flatten(res)
     back = jax.tree_util.tree_unflatten(treedef, leaves)
     assert back.message == res.message
@@ -142,7 +148,7 @@ def test_result_is_a_pytree():
 
 def test_analytic_jacobian_traced_and_numpy():
     ref = so.least_squares(rosen(np), [2.0, 2.0], jac=rosen_jac(np))
-    for jac_fn, fun in ((rosen_jac(jnp), rosen(jnp)), (rosen_jac(np), rosen(np))):
+    for jac_fn, fun in ((rosen_jac(jnp), ROSEN), (rosen_jac(np), rosen(np))):
         res = least_squares(fun, [2.0, 2.0], jac=jac_fn)
         np.testing.assert_allclose(res.x, ref.x, atol=1e-10)
         assert res.nfev == ref.nfev and res.status == ref.status
@@ -163,14 +169,14 @@ def test_finite_differences_match_scipy(jac, host):
 
 def test_diff_step():
     kw = dict(jac="2-point", diff_step=1e-3, args=(T, Y))
-    res = least_squares(expfit(jnp), [1.0, 1.0, -0.5], **kw)
+    res = least_squares(EXPFIT, [1.0, 1.0, -0.5], **kw)
     ref = so.least_squares(expfit(np), [1.0, 1.0, -0.5], **kw)
     np.testing.assert_allclose(res.x, ref.x, rtol=1e-5)
     assert res.nfev == ref.nfev
 
 
 def test_verbose_prints_scipy_table(capsys):
-    least_squares(rosen(jnp), [2.0, 2.0], jac="2-point", verbose=2)
+    least_squares(ROSEN, [2.0, 2.0], jac="2-point", verbose=2)
     ours = capsys.readouterr().out
     so.least_squares(rosen(np), [2.0, 2.0], jac="2-point", verbose=2)
     theirs = capsys.readouterr().out
@@ -179,7 +185,7 @@ def test_verbose_prints_scipy_table(capsys):
 
 
 def test_verbose_works_under_jit(capsys):
-    jax.jit(lambda x0: least_squares(rosen(jnp), x0, verbose=1).x)(jnp.array([2.0, 2.0])).block_until_ready()
+    jax.jit(lambda x0: least_squares(ROSEN, x0, verbose=1).x)(jnp.array([2.0, 2.0])).block_until_ready()
     out = capsys.readouterr().out
     assert "`gtol` termination condition is satisfied." in out
     assert "Function evaluations 3" in out
@@ -200,7 +206,7 @@ def test_callback_stop_iteration(signature):
             if len(seen) >= 2:
                 raise StopIteration
 
-    res = least_squares(expfit(jnp), [1.0, 1.0, 0.0], args=(T, Y), callback=cb)
+    res = least_squares(EXPFIT, [1.0, 1.0, 0.0], args=(T, Y), callback=cb)
     seen.clear()
     ref = so.least_squares(expfit(np), [1.0, 1.0, 0.0], args=(T, Y), callback=cb)
     assert res.status == ref.status == -2
@@ -212,8 +218,8 @@ def test_callback_stop_iteration(signature):
 # JAX-native use.
 # --------------------------------------------------------------------------------------
 def test_jit_matches_eager():
-    eager = least_squares(expfit(jnp), [1.0, 1.0, -0.5], args=(T, Y))
-    jitted = jax.jit(lambda x0, y: least_squares(expfit(jnp), x0, args=(T, y)))(jnp.array([1.0, 1.0, -0.5]), Y)
+    eager = least_squares(EXPFIT, [1.0, 1.0, -0.5], args=(T, Y))
+    jitted = jax.jit(lambda x0, y: least_squares(EXPFIT, x0, args=(T, y)))(jnp.array([1.0, 1.0, -0.5]), Y)
     np.testing.assert_allclose(jitted.x, eager.x, rtol=1e-12)
     assert int(jitted.nfev) == eager.nfev
     assert jitted.message == eager.message  # derived once the status is concrete
@@ -241,9 +247,9 @@ def test_no_retrace_on_new_data():
 def test_vmap_over_x0_and_data():
     ys = jnp.stack([Y, 2 * Y, Y + 1])
     x0s = jnp.array([[1.0, 1.0, -0.5], [1.0, 2.0, -1.5], [0.5, 1.0, -0.8]])
-    batched = jax.vmap(lambda x0, y: least_squares(expfit(jnp), x0, args=(T, y)))(x0s, ys)
+    batched = jax.vmap(lambda x0, y: least_squares(EXPFIT, x0, args=(T, y)))(x0s, ys)
     for i in range(3):
-        one = least_squares(expfit(jnp), x0s[i], args=(T, np.asarray(ys[i])))
+        one = least_squares(EXPFIT, x0s[i], args=(T, np.asarray(ys[i])))
         np.testing.assert_allclose(batched.x[i], one.x, rtol=1e-10)
         assert int(batched.nfev[i]) == one.nfev
         assert int(batched.status[i]) == one.status
@@ -252,14 +258,14 @@ def test_vmap_over_x0_and_data():
 
 def test_vmap_over_bounds():
     lbs = jnp.array([[-np.inf, 1.5], [-np.inf, 0.5]])
-    res = jax.vmap(lambda lb: least_squares(rosen(jnp), jnp.array([0.0, 2.0]), bounds=(lb, jnp.inf)))(lbs)
+    res = jax.vmap(lambda lb: least_squares(ROSEN, jnp.array([0.0, 2.0]), bounds=(lb, jnp.inf)))(lbs)
     for i in range(2):
         ref = so.least_squares(rosen(np), [0.0, 2.0], bounds=(np.asarray(lbs[i]), np.inf))
         np.testing.assert_allclose(res.x[i], ref.x, rtol=1e-6)
 
 
 def test_float32_follows_x0():
-    res = least_squares(expfit(jnp), np.array([1.0, 1.0, -0.5], np.float32), args=(T.astype(np.float32), Y.astype(np.float32)))
+    res = least_squares(EXPFIT, np.array([1.0, 1.0, -0.5], np.float32), args=(T.astype(np.float32), Y.astype(np.float32)))
     ref = so.least_squares(expfit(np), [1.0, 1.0, -0.5], args=(T, Y))
     assert res.x.dtype == np.float32 and res.fun.dtype == np.float32
     assert res.success
@@ -269,7 +275,7 @@ def test_float32_follows_x0():
 
 def test_float32_finite_difference_step_gh12991():
     # A float64-sized FD step in float32 would make the Jacobian zero and stop at nfev=1.
-    res = least_squares(expfit(jnp), np.array([1.0, 1.0, -0.5], np.float32), jac="2-point",
+    res = least_squares(EXPFIT, np.array([1.0, 1.0, -0.5], np.float32), jac="2-point",
                         args=(T.astype(np.float32), Y.astype(np.float32)))
     assert res.nfev > 2 and res.success
 
@@ -280,7 +286,7 @@ def test_inside_jit_with_numpy_function():
 
 
 def test_traced_invalid_x0_reports_status():
-    res = jax.jit(lambda x0: least_squares(rosen(jnp), x0, bounds=(0, 1)))(jnp.array([2.0, 2.0]))
+    res = jax.jit(lambda x0: least_squares(ROSEN, x0, bounds=(0, 1)))(jnp.array([2.0, 2.0]))
     assert int(res.status) == -5 and not bool(res.success)
     res = jax.jit(lambda x0: least_squares(lambda x: jnp.log(x), x0))(jnp.array([-1.0, 1.0]))
     assert int(res.status) == -4
@@ -332,7 +338,7 @@ def test_nonfinite_jacobian_stops_with_status():
 
 def test_bounds_object_like_scipy():
     bounds = so.Bounds([-np.inf, 1.5], [np.inf, np.inf])
-    res = least_squares(rosen(jnp), [2.0, 2.0], bounds=bounds)
+    res = least_squares(ROSEN, [2.0, 2.0], bounds=bounds)
     ref = so.least_squares(rosen(np), [2.0, 2.0], bounds=bounds)
     np.testing.assert_allclose(res.x, ref.x, rtol=1e-7)
     np.testing.assert_array_equal(res.active_mask, ref.active_mask)
@@ -384,7 +390,7 @@ def test_callback_under_jit():
     def cb(intermediate_result):
         seen.append(float(intermediate_result.cost))
 
-    res = jax.jit(lambda x0: least_squares(expfit(jnp), x0, args=(T, Y), callback=cb))(jnp.array([1.0, 1.0, -0.5]))
+    res = jax.jit(lambda x0: least_squares(EXPFIT, x0, args=(T, Y), callback=cb))(jnp.array([1.0, 1.0, -0.5]))
     assert len(seen) >= 1 and seen == sorted(seen, reverse=True)
     np.testing.assert_allclose(seen[-1], float(res.cost), rtol=1e-12)
 

@@ -65,6 +65,11 @@ def _symmetric_cases(n, rng):
     return np.stack([B @ B.T, B + B.T, low @ low.T, np.diag(rng.standard_normal(n)), np.zeros((n, n))])
 
 
+# One fit at a time, jitted: called eagerly, the unrolled kernel dispatches its hundreds
+# of scalar operations one by one (seconds per call); jitted, it compiles once per n.
+pinv_solve_one = jax.jit(pinv_solve_symmetric)
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 6])  # 6 > JACOBI_MAX: LAPACK
 def test_pinv_solve_symmetric_matches_numpy(n):
     rng = np.random.default_rng(n)
@@ -72,12 +77,12 @@ def test_pinv_solve_symmetric_matches_numpy(n):
     b = rng.standard_normal((A.shape[0], n))
     ref = np.einsum("kij,kj->ki", np.linalg.pinv(A, hermitian=True), b)
     scale = np.maximum(np.linalg.norm(ref, axis=1, keepdims=True), 1e-300)
-    for x in (jax.jit(jax.vmap(pinv_solve_symmetric))(A, b), np.stack([pinv_solve_symmetric(a, c) for a, c in zip(A, b)])):
+    for x in (jax.jit(jax.vmap(pinv_solve_symmetric))(A, b), np.stack([pinv_solve_one(a, c) for a, c in zip(A, b)])):
         np.testing.assert_allclose(np.asarray(x) / scale, ref / scale, rtol=0, atol=1e-9)
     # The minimum-norm solution of a rank-deficient system is orthogonal to the null space.
     if n > 2:
         _, _, Vt = np.linalg.svd(A[2])
-        assert np.abs(Vt[n - 2:] @ np.asarray(pinv_solve_symmetric(A[2], b[2]))).max() < 1e-9 * scale[2, 0]
+        assert np.abs(Vt[n - 2:] @ np.asarray(pinv_solve_one(A[2], b[2]))).max() < 1e-9 * scale[2, 0]
 
 
 @pytest.mark.parametrize("n", [2, 3, JACOBI_MAX])
