@@ -371,7 +371,9 @@ def _error(fn):
             warnings.simplefilter("error")
             fn()
     except Exception as e:  # noqa: BLE001
-        return type(e), str(e)
+        # By name: warnings raised as errors are jaxopt_lsq.OptimizeWarning on our side,
+        # scipy.optimize.OptimizeWarning on SciPy's (the other types are builtins).
+        return type(e).__name__, str(e)
     return None
 
 
