@@ -262,10 +262,10 @@ def least_squares_batch(
         raise ValueError("The non-array arguments of `fun` must be shared by all fits.")
     if method == "lm-normal" and prob.kind != "dense":
         raise ValueError("method='lm-normal' needs a dense Jacobian; use method='trf' for sparse ones.")
-    # (dyn, lb, ub, x_scale, f_scale, diff_step, f0, sparsity); f0 (the first fit's
+    # (dyn, lb, ub, x_scale, f_scale, diff_step, f0, sparsity, lsmr_x0); f0 (the first fit's
     # residuals from a NumPy `fun`) does not belong to the other fits.
     theta = (dyn, lb, ub) + prob.theta[3:6] + (None,) + prob.theta[7:]
-    axes = ((arg_axes_tree(arg_axes, args), arg_axes_tree(kw_axes, kwargs)), lb_ax, ub_ax) + (None,) * 5
+    axes = ((arg_axes_tree(arg_axes, args), arg_axes_tree(kw_axes, kwargs)), lb_ax, ub_ax) + (None,) * 6
     leaves, treedef = jax.tree_util.tree_flatten(axes, is_leaf=_is_none)
     program = _program(config, tuple(leaves), treedef)
 

@@ -65,11 +65,11 @@ def build_solver(config):
     solver = _SOLVERS[method](residuals, *solver_cfg)
 
     def data_of(theta):
-        dyn, lb, ub, x_scale, f_scale, diff_step, f0, sparsity = theta
+        dyn, lb, ub, x_scale, f_scale, diff_step, f0, sparsity, lsmr_x0 = theta
         args, kwargs = eqx.combine(dyn, static.tree())
         return LsqData(
             lb=lb, ub=ub, x_scale=x_scale, f_scale=f_scale, diff_step=diff_step, args=args, kwargs=kwargs, f0=f0,
-            sparsity=sparsity,
+            sparsity=sparsity, lsmr_x0=lsmr_x0,
         )
 
     def run(x0, theta):
@@ -222,16 +222,25 @@ def _colouring(rows, cols, m, n):
 _LSMR_DEFAULTS = {"damp": 0.0, "atol": 1e-6, "btol": 1e-6, "conlim": 1e8, "maxiter": None, "show": False}
 
 
-def _lsmr_options(tr_options, method, m, n):
-    """``tr_options`` of ``tr_solver='lsmr'`` checked as SciPy checks them, as a sorted
-    tuple of (key, value) pairs (part of the compiled solver's static settings)."""
+def _lsmr_options(tr_options, method, m, n, dtype):
+    """``tr_options`` of ``tr_solver='lsmr'`` checked as SciPy checks them: a sorted tuple
+    of (key, value) pairs (part of the compiled solver's static settings) and LSMR's
+    initial guess ``x0`` (an array of shape (n,), traced data, or None)."""
     opts = dict(tr_options or {})
     regularize = opts.pop("regularize", True)
     if method == "dogbox" and "regularize" in (tr_options or {}):
         warnings.warn("The keyword 'regularize' in `tr_options` is not relevant for 'dogbox' method.", stacklevel=3)
+    guess = opts.pop("x0", None)
+    if guess is not None:
+        concrete = _validate.concrete(guess)
+        guess = np.atleast_1d(np.asarray(guess)) if concrete else jnp.atleast_1d(jnp.asarray(guess))
+        if guess.shape != (n,):
+            # SciPy's lsmr fails in the first product A @ x0 with this error.
+            raise ValueError("dimension mismatch")
+        if np.iscomplexobj(guess):
+            raise TypeError("tr_options['x0'] must be real.")
+        guess = guess.astype(dtype)  # a copy: the user's array is never written to
     for key in opts:
-        if key == "x0":
-            raise NotImplementedError("tr_options['x0'] (an initial guess for LSMR) is not supported by jaxopt_lsq.")
         if key not in _LSMR_DEFAULTS:
             raise TypeError(f"lsmr() got an unexpected keyword argument '{key}'")
     full = dict(_LSMR_DEFAULTS, **opts)
@@ -241,7 +250,7 @@ def _lsmr_options(tr_options, method, m, n):
     for key in ("damp", "atol", "btol", "conlim"):
         # SciPy's lsmr reads None as its default value.
         full[key] = float(_LSMR_DEFAULTS[key] if full[key] is None else full[key])
-    return tuple(sorted(full.items()))
+    return tuple(sorted(full.items())), guess
 
 
 def _as_array(out):
@@ -357,8 +366,10 @@ def least_squares(
     tr_options : dict, optional
         Ignored for ``'exact'``, as in SciPy. For ``'lsmr'``: LSMR's ``atol``,
         ``btol`` (default 1e-6), ``conlim`` (1e8), ``maxiter`` (``min(m, n)``),
-        ``damp`` (0) and ``show`` (accepted, ignored); ``'trf'`` also takes
-        ``regularize`` (default True). Unknown keys raise SciPy's ``TypeError``;
+        ``damp`` (0), ``x0`` (LSMR's initial guess, shape (n,), in the scaled
+        variables as in SciPy; traced, so a new guess does not recompile) and
+        ``show`` (accepted, ignored); ``'trf'`` also takes ``regularize`` (default
+        True). Unknown keys raise SciPy's ``TypeError``;
         ``regularize`` with ``'dogbox'`` warns and is ignored, as in SciPy.
     jac_sparsity : {None, array_like, sparse matrix}, optional
         Sparsity structure of the Jacobian, shape (m, n): zeros where an entry is
@@ -647,7 +658,9 @@ def _setup(
             )
     else:
         kind = "dense"
-    lsmr_options = _lsmr_options(tr_options, method, m, n) if tr_solver == "lsmr" and method != "lm" else ()
+    lsmr_options, lsmr_x0 = (
+        _lsmr_options(tr_options, method, m, n, dtype) if tr_solver == "lsmr" and method != "lm" else ((), None)
+    )
 
     # --- the loss ----------------------------------------------------------------------------
     loss_opt = loss
@@ -688,7 +701,7 @@ def _setup(
     else:
         diff_step_arr = jnp.broadcast_to(jnp.asarray(diff_step, dtype), (n,))
     f0_arr = f0.astype(dtype) if fun_on_host and not traced else None
-    theta = (dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr, f0_arr, sparsity)
+    theta = (dyn, lb, ub, x_scale_arr, f_scale_arr, diff_step_arr, f0_arr, sparsity, lsmr_x0)
     config = (method, residual_cfg, solver_cfg, static)
     return _Problem(config, x0, theta, traced, m, n, kind, structure, sparsity, scipy_sparse_out)
 

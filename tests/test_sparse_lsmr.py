@@ -335,6 +335,88 @@ def test_lsmr_kernel_edge_cases_match_scipy():
         np.testing.assert_allclose(out.x, ref[0], rtol=1e-5, atol=1e-6)
 
 
+def test_lsmr_kernel_initial_guess_matches_scipy():
+    """``x0``: LSMR runs on b - A x0 and accumulates onto x0 (damping on the correction,
+    stopping tests on ||b||); an x0 that already solves the problem is returned as it is
+    (istop 0), and b = 0 returns 0 whatever x0, as SciPy's lsmr does."""
+    rng = np.random.default_rng(7)
+    solve = jax.jit(
+        lambda A, b, x0, damp: lsmr(lambda v: A @ v, lambda u: A.T @ u, b, A.shape[1], damp, 1e-8, 1e-8, x0=x0)
+    )
+    few = jax.jit(lambda A, b, x0: lsmr(lambda v: A @ v, lambda u: A.T @ u, b, A.shape[1], maxiter=2, x0=x0))
+    for m, n in [(30, 10), (10, 30)]:
+        A = rng.standard_normal((m, n))
+        b = rng.standard_normal(m)
+        x0 = rng.standard_normal(n)
+        for damp in (0.0, 0.7):
+            ref = scipy_lsmr(A, b, damp=damp, atol=1e-8, btol=1e-8, x0=x0)
+            out = solve(A, b, x0, damp)
+            assert int(out.istop) == ref[1] and int(out.itn) == ref[2]
+            np.testing.assert_allclose(out.x, ref[0], rtol=1e-8, atol=1e-12)
+            np.testing.assert_allclose(out.normr, ref[3], rtol=1e-8, atol=1e-12)
+        ref = scipy_lsmr(A, b, maxiter=2, x0=x0)
+        out = few(A, b, x0)
+        assert int(out.istop) == ref[1] == 7
+        np.testing.assert_allclose(out.x, ref[0], rtol=1e-10, atol=1e-14)
+    A = np.vstack([np.diag([1.0, 2.0, 3.0]), np.zeros((5, 3))])
+    solved = np.concatenate([[1.0, 4.0, 9.0], rng.standard_normal(5)])  # A^T (b - A x0) = 0 exactly
+    for b, x0 in [(solved, np.array([1.0, 2.0, 3.0])), (np.zeros(8), np.ones(3))]:
+        ref = scipy_lsmr(A, b, atol=1e-8, btol=1e-8, x0=x0)
+        out = solve(A, b, x0, 0.0)
+        assert int(out.istop) == ref[1] == 0 and int(out.itn) == ref[2] == 0
+        np.testing.assert_allclose(out.x, ref[0], rtol=1e-12, atol=1e-15)
+
+
+def _lsmr_guess_problem():
+    p = helpers.get_problem("osborne1")
+    return p, np.linspace(-0.5, 0.5, p.n)
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(method="trf"), dict(method="trf", bounded=True), dict(method="dogbox", bounded=True)],
+    ids=["trf", "trf-bounded", "dogbox-bounded"],
+)
+def test_tr_options_x0_matches_scipy(kw):
+    """tr_options['x0'] reaches LSMR at every iteration (SciPy's meaning: a guess in the
+    scaled variables); with maxiter=2 the guess changes every step, so the path only
+    matches SciPy's if it is used as SciPy uses it. The user's array is not written to."""
+    p, guess = _lsmr_guess_problem()
+    kw = dict(kw)
+    bounds = (p.x0_array() - 0.3, p.x0_array() + 2.0) if kw.pop("bounded", False) else (-np.inf, np.inf)
+    opts = {"x0": guess, "maxiter": 2}
+    common = dict(bounds=bounds, args=p.args, tr_solver="lsmr", max_nfev=40, **kw)
+    ref = scipy_ls(p.make(np), p.x0_array(), tr_options=dict(opts), **common)
+    before = guess.copy()
+    res = least_squares(p.make(jnp), p.x0_array(), jac="2-point", tr_options=opts, **common)
+    np.testing.assert_array_equal(guess, before)
+    without = least_squares(p.make(jnp), p.x0_array(), jac="2-point", tr_options={"maxiter": 2}, **common)
+    assert res.status == ref.status and res.nfev == ref.nfev
+    np.testing.assert_allclose(res.cost, ref.cost, rtol=1e-6)
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-5, atol=1e-8)
+    assert not np.allclose(without.x, res.x, rtol=1e-5, atol=1e-8)  # the guess did change the path
+
+
+def test_tr_options_x0_traced_under_jit_and_bad_shape():
+    p, guess = _lsmr_guess_problem()
+    fun = p.make(jnp)
+    traces = []
+
+    def solve(x0, g):
+        traces.append(1)
+        return least_squares(fun, x0, args=p.args, tr_solver="lsmr", tr_options={"x0": g, "maxiter": 2}, max_nfev=40)
+
+    solve = jax.jit(solve)
+    eager = least_squares(fun, p.x0_array(), args=p.args, tr_solver="lsmr", tr_options={"x0": guess, "maxiter": 2},
+                          max_nfev=40)
+    out = solve(jnp.asarray(p.x0_array()), jnp.asarray(guess))
+    np.testing.assert_allclose(out.x, eager.x, rtol=1e-10)
+    other = solve(jnp.asarray(p.x0_array()), jnp.asarray(-guess))
+    assert len(traces) == 1  # a new guess is data: no retrace
+    assert not np.allclose(other.x, out.x, rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        least_squares(fun, p.x0_array(), args=p.args, tr_solver="lsmr", tr_options={"x0": np.ones(p.n + 1)})
+
+
 def test_trust_region_2d_kernel_is_scipys_minimiser():
     rng = np.random.default_rng(1)
     solve = jax.jit(solve_trust_region_2d)

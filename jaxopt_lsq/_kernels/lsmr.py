@@ -65,8 +65,8 @@ class LsmrResult(NamedTuple):
     normar: object
 
 
-def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxiter=None):
-    """Solve ``min ||b - A x||^2 + damp^2 ||x||^2`` by LSMR from ``x = 0``.
+def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxiter=None, x0=None):
+    """Solve ``min ||b - A x||^2 + damp^2 ||x||^2`` by LSMR from ``x = 0`` (or ``x0``).
 
     Parameters
     ----------
@@ -81,6 +81,10 @@ def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxi
         SciPy's stopping tolerances (``0`` selects the machine-precision tests).
     maxiter : int or None
         Iteration limit (static); ``None`` means ``min(m, n)`` as in SciPy.
+    x0 : array, shape (n,), optional
+        Initial guess. As in SciPy, LSMR then runs on the residual ``b - A x0`` and
+        accumulates its correction onto ``x0`` (the damping applies to the correction);
+        the stopping tests keep using ``||b||``.
 
     Returns
     -------
@@ -101,8 +105,14 @@ def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxi
         return jnp.where(nz, a / jnp.where(nz, nrm, 1), a)
 
     normb = jnp.linalg.norm(b)
-    beta = normb
-    U = b
+    if x0 is None:
+        x_start = jnp.zeros((n,), dtype)
+        U = b
+        beta = normb
+    else:
+        x_start = jnp.asarray(x0, dtype)
+        U = b - matvec(x_start)
+        beta = jnp.linalg.norm(U)
     V = jnp.where(beta > 0, rmatvec(U) * over(1, beta), jnp.zeros((n,), dtype))  # alpha_1 v_1 = A^T u_1
     alpha = jnp.linalg.norm(V)
     zero = jnp.zeros((), dtype)
@@ -111,7 +121,7 @@ def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxi
     carry0 = dict(
         itn=jnp.asarray(0, jnp.int32),
         istop=jnp.asarray(0, jnp.int32),
-        x=jnp.zeros((n,), dtype),
+        x=x_start,
         U=U,
         V=V,
         h=V * over(1, alpha),
@@ -137,7 +147,8 @@ def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxi
         normr=beta,
         normar=alpha * beta,
     )
-    # x = 0 solves the problem already (A^T b = 0 or b = 0): SciPy returns istop = 0.
+    # The start solves the problem already (A^T (b - A x0) = 0) or b = 0: SciPy returns
+    # istop = 0, with x = x0 in the first case and x = 0 in the second.
     trivial = (alpha * beta == 0) | (normb == 0)
 
     def cond(c):
@@ -226,4 +237,7 @@ def lsmr(matvec, rmatvec, b, n, damp=0.0, atol=1e-6, btol=1e-6, conlim=1e8, maxi
         )
 
     out = lax.while_loop(cond, body, carry0)
-    return LsmrResult(out["x"], out["istop"], out["itn"], out["normr"], out["normar"])
+    x = out["x"]
+    if x0 is not None:
+        x = jnp.where((normb == 0) & (alpha * beta != 0), jnp.zeros_like(x), x)
+    return LsmrResult(x, out["istop"], out["itn"], out["normr"], out["normar"])

@@ -149,6 +149,7 @@ class Dogbox(AbstractSolver):
                 btol=opts["btol"],
                 conlim=opts["conlim"],
                 maxiter=opts["maxiter"],
+                x0=data.lsmr_x0,
             ).x
             newton_step = -gn * d
             Jg = op.matvec(g_free)

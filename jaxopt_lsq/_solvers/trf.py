@@ -89,6 +89,7 @@ class LsqData(eqx.Module):
     kwargs: Any
     f0: Any = None  # residuals at the (strictly feasible) x0, when already evaluated on the host
     sparsity: Any = None  # a _jacobian.Sparsity for sparse Jacobians
+    lsmr_x0: Any = None  # tr_options['x0']: LSMR's initial guess (scaled variables), or None
 
 
 class TRFState(eqx.Module):
@@ -215,7 +216,9 @@ class TRF(AbstractSolver):
             to_tr = Delta / jnp.linalg.norm(g_h)
             ag_value = minimize_quadratic_1d(a, b, jnp.zeros_like(to_tr), to_tr)[1]
             reg_term = -ag_value / Delta**2
-        lsmr_kw = dict(atol=opts["atol"], btol=opts["btol"], conlim=opts["conlim"], maxiter=opts["maxiter"])
+        lsmr_kw = dict(
+            atol=opts["atol"], btol=opts["btol"], conlim=opts["conlim"], maxiter=opts["maxiter"], x0=data.lsmr_x0
+        )
         if self.bounded:
             diag_aug = jnp.sqrt(diag_h + reg_term)
             gn_h = lsmr(
