@@ -10,7 +10,10 @@ Workloads
   ``materialize_jac=True, solver='cholesky'``, its fastest setting here) and optimistix's
   Levenberg-Marquardt under ``jax.vmap`` + ``jax.jit``, and a SciPy loop (``trf``, the
   NumPy model, analytic-free defaults) on a subset, extrapolated. Everyone gets SciPy's
-  default tolerances (1e-8) and an iteration budget of 300.
+  default tolerances (1e-8; in float32 raised to float32's epsilon for everyone, the rule
+  ours applies) and an iteration budget of 300. The float32 rows run in a child process
+  with x64 disabled: with x64 on, jaxopt's default LM and optimistix's fail on float32
+  inputs.
   *Converged*: the cost at the returned parameters, recomputed in float64, within 1e-6
   (relative, f64 runs) or 1e-4 (f32 runs) of the best cost any solver found for that fit.
 * ``rounds``: N = 1e4 decay fits of which 1% start far away and need many more
@@ -35,12 +38,17 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 
 import jax
 
-jax.config.update("jax_enable_x64", True)
+# float64 runs need x64. The float32 decay rows run in a child process with x64 off
+# (BENCH_X64=0): jaxopt's default LM and optimistix's LM fail on float32 inputs when
+# x64 is enabled (their internals create float64 arrays), so that is the fair setting.
+jax.config.update("jax_enable_x64", os.environ.get("BENCH_X64", "1") == "1")
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -102,12 +110,17 @@ def ours(method, strategy="rounds"):
     return run
 
 
+def peer_tol(dtype):
+    """The peers' tolerance: TOL, raised to the dtype's machine epsilon as ours is."""
+    return max(TOL, float(np.finfo(dtype).eps))
+
+
 def jaxopt_lm(**options):
     import jaxopt
 
     def one(x0, y):
-        t = T.astype(x0.dtype)
-        solver = jaxopt.LevenbergMarquardt(residual_fun=lambda x, y: decay(x, t, y), tol=TOL, xtol=TOL, gtol=TOL,
+        t, tol = T.astype(x0.dtype), peer_tol(x0.dtype)
+        solver = jaxopt.LevenbergMarquardt(residual_fun=lambda x, y: decay(x, t, y), tol=tol, xtol=tol, gtol=tol,
                                            maxiter=BUDGET, **options)
         return solver.run(x0, y).params
 
@@ -125,8 +138,8 @@ def optx_lm():
     import optimistix as optx
 
     def one(x0, y):
-        t = T.astype(x0.dtype)
-        sol = optx.least_squares(lambda x, y: decay(x, t, y), optx.LevenbergMarquardt(rtol=TOL, atol=TOL), x0,
+        t, tol = T.astype(x0.dtype), peer_tol(x0.dtype)
+        sol = optx.least_squares(lambda x, y: decay(x, t, y), optx.LevenbergMarquardt(rtol=tol, atol=tol), x0,
                                  args=y, max_steps=BUDGET, throw=False)
         return sol.value
 
@@ -145,36 +158,70 @@ def scipy_loop(X0, Y, k):
 
 
 # --- workloads ----------------------------------------------------------------------------------
+def decay_rows(N, dtype, repeats):
+    """Time every solver on N decay fits in ``dtype``: ``(rows, failures)`` with rows
+    ``(name, seconds, X)`` (ours first) and failures ``(name, message)``."""
+    X0, Y = decay_data(N)
+    X0d, Yd = X0.astype(dtype), Y.astype(dtype)
+    rows, failures = [], []
+    lm_normal, lm_vmap, trf = ours("lm-normal"), ours("lm-normal", "vmap"), ours("trf")
+    cand = [("jaxopt_lsq lm-normal", lambda: lm_normal(X0d, Yd)[0]),
+            ("jaxopt_lsq lm-normal, strategy='vmap'", lambda: lm_vmap(X0d, Yd)[0])]
+    if N <= 10_000 and dtype == np.float64:
+        cand.append(("jaxopt_lsq trf", lambda: trf(X0d, Yd)[0]))
+    for name, builder in (("jaxopt LM (vmap)", jaxopt_lm), ("jaxopt LM dense (vmap)", jaxopt_lm_dense),
+                          ("optimistix LM (vmap)", optx_lm)):
+        try:
+            fn = builder()
+            cand.append((name, lambda fn=fn: fn(X0d, Yd)))
+        except ImportError:
+            failures.append((name, "not installed"))
+    for name, call in cand:
+        # Peers that take seconds per call at the largest size: one timed call.
+        reps = repeats if (N <= 10_000 or name.startswith("jaxopt_lsq")) else 1
+        try:
+            t, X = best_of(call, reps)
+        except Exception as e:  # noqa: BLE001 - a peer's failure is reported, not fatal
+            failures.append((name, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"))
+            continue
+        rows.append((name, t, np.asarray(X, np.float64)))
+    return rows, failures
+
+
+def decay_rows_child(N, repeats):
+    """``decay_rows(N, float32)`` in a child process with x64 disabled."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rows.npz")
+        env = dict(os.environ, BENCH_X64="0")
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--child-f32", str(N), "--repeats", str(repeats),
+                        "--child-out", out], env=env, check=True)
+        z = np.load(out, allow_pickle=False)
+        meta = json.loads(str(z["meta"]))
+        rows = [(name, t, z[f"X{i}"]) for i, (name, t) in enumerate(meta["rows"])]
+        return rows, [tuple(f) for f in meta["failures"]]
+
+
+def _child_f32(N, repeats, out):
+    assert not jax.config.jax_enable_x64
+    rows, failures = decay_rows(N, np.float32, repeats)
+    meta = json.dumps(dict(rows=[(name, t) for name, t, _ in rows], failures=failures))
+    np.savez(out, meta=np.array(meta), **{f"X{i}": X for i, (_, _, X) in enumerate(rows)})
+
+
 def run_decay(sizes, repeats, records, lines):
     lines += ["## Decay fits a + b exp(c t), 50 points", "",
+              "float32 rows: every solver in a child process with x64 disabled (with x64 enabled, jaxopt's "
+              "default LM and optimistix's LM fail on float32 inputs).", "",
               "| N | dtype | solver | time (s) | fits/s | converged | vs ours |", "|---|---|---|---|---|---|---|"]
     for N in sizes:
         X0, Y = decay_data(N)
         for dtype in (np.float64, np.float32):
-            X0d, Yd = X0.astype(dtype), Y.astype(dtype)
-            rows = []
-            lm_normal, lm_vmap, trf = ours("lm-normal"), ours("lm-normal", "vmap"), ours("trf")
-            cand = [("jaxopt_lsq lm-normal", lambda: lm_normal(X0d, Yd)[0]),
-                    ("jaxopt_lsq lm-normal, strategy='vmap'", lambda: lm_vmap(X0d, Yd)[0])]
-            if N <= 10_000 and dtype == np.float64:
-                cand.append(("jaxopt_lsq trf", lambda: trf(X0d, Yd)[0]))
-            for name, builder in (("jaxopt LM (vmap)", jaxopt_lm), ("jaxopt LM dense (vmap)", jaxopt_lm_dense),
-                                  ("optimistix LM (vmap)", optx_lm)):
-                try:
-                    fn = builder()
-                    cand.append((name, lambda fn=fn: fn(X0d, Yd)))
-                except ImportError:
-                    lines.append(f"({name} not installed)")
-            for name, call in cand:
-                # Peers that take seconds per call at the largest size: one timed call.
-                reps = repeats if (N <= 10_000 or name.startswith("jaxopt_lsq")) else 1
-                try:
-                    t, X = best_of(call, reps)
-                except Exception as e:  # noqa: BLE001 - a peer's failure is reported, not fatal
-                    msg = str(e).splitlines()[0][:120]
-                    lines.append(f"| {N} | {np.dtype(dtype).name} | {name} | failed: {type(e).__name__}: {msg} | | | |")
-                    continue
-                rows.append((name, t, np.asarray(X)))
+            if dtype == np.float64:
+                rows, failures = decay_rows(N, dtype, repeats)
+            else:
+                rows, failures = decay_rows_child(N, repeats)
+            for name, msg in failures:
+                lines.append(f"| {N} | {np.dtype(dtype).name} | {name} | failed: {msg} | | | |")
             k = min(N, 300)
             t_sp, X_sp = scipy_loop(X0, Y, k)
             costs = {name: decay_cost64(X, Y) for name, _, X in rows}
@@ -199,7 +246,7 @@ def run_decay(sizes, repeats, records, lines):
                                     time_s=t_full, fits_per_s=N / t_full, converged=c))
                 lines.append(f"| {N} | float64 | SciPy trf loop ({k} fits, extrapolated) | {t_full:.2f} | "
                              f"{N / t_full:,.0f} | {c:.4f} | {t_full / ours_t:.0f}x |")
-            print("\n".join(lines[-len(rows) - 1:]), flush=True)
+            print("\n".join(lines[-(len(rows) + len(failures) + (dtype == np.float64)):]), flush=True)
     lines.append("")
 
 
@@ -302,9 +349,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, one repeat (smoke test)")
     ap.add_argument("--only", default="", help="comma-separated workloads: decay,rounds,grad,gauss2d,scaling")
+    ap.add_argument("--repeats", type=int, default=None, help="timed calls per solver (default 3, 1 with --quick)")
+    ap.add_argument("--child-f32", type=int, default=0, help=argparse.SUPPRESS)  # internal: see decay_rows_child
+    ap.add_argument("--child-out", default="", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.child_f32:
+        _child_f32(a.child_f32, a.repeats or 3, a.child_out)
+        return 0
     only = set(filter(None, a.only.split(",")))
-    repeats = 1 if a.quick else 3
+    repeats = a.repeats or (1 if a.quick else 3)
     records, lines = [], []
     header = [
         "# Batched fits", "",

@@ -5,7 +5,8 @@
 (b) large bounded problems (n = 1e5, 1e6) with the *same* jitted f+g handed to SciPy:
     time per iteration, solver overhead per iteration (total minus f+g time) and the
     memory-bandwidth bound for the O(m n) work of one iteration, (8m+10) vectors of n
-    doubles at 32-43 GB/s (measured streaming bandwidth of this machine).
+    doubles at the streaming bandwidth measured at the start of the run (the best of
+    NumPy's dot and elementwise add, and a jitted JAX dot, on 1e7 doubles).
 
 Run: OPENBLAS_NUM_THREADS=1 PYTHONPATH=. python bench/bench_lbfgsb.py [--quick]
 (single-threaded BLAS: on a loaded 2-core machine SciPy's L-BFGS-B otherwise spends
@@ -33,7 +34,25 @@ import jaxopt_lsq as jl  # noqa: E402
 
 QUICK = "--quick" in sys.argv
 M = 10  # memory size of the large problems (SciPy's default maxcor)
-BW_GBS = (43.0, 32.0)  # streaming bandwidth of this machine: NumPy best, JAX dot
+BW_GBS = []  # streaming bandwidth, GB/s: (best measured, JAX dot); see measure_bandwidth
+
+
+def measure_bandwidth(n=10_000_000, repeat=7):
+    """Streaming bandwidth of this machine now, GB/s: ``(best, jax_dot)``, the best of
+    NumPy's dot (reads 2 vectors), NumPy's elementwise add (reads 2, writes 1) and a
+    jitted JAX dot, and the JAX dot's alone; vectors of ``n`` doubles, far larger than
+    the caches. (NumPy runs with the process's BLAS threads, one under ``run.py``.)"""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(n), rng.standard_normal(n)
+    c = np.empty_like(a)
+    ja, jb = jnp.asarray(a), jnp.asarray(b)
+    jdot = jax.jit(jnp.dot)
+    jdot(ja, jb).block_until_ready()
+    (t_dot, t_add, t_jdot), _ = interleaved_best(
+        [lambda: np.dot(a, b), lambda: np.add(a, b, out=c), lambda: jdot(ja, jb)], repeat)
+    gbs = lambda nbytes, t: nbytes / t / 1e9  # noqa: E731
+    jax_dot = gbs(16 * n, t_jdot)
+    return max(gbs(16 * n, t_dot), gbs(24 * n, t_add), jax_dot), jax_dot
 
 
 #: Best CPU time (all threads of this process) of the last ``interleaved_best`` call:
@@ -232,7 +251,8 @@ def _report_large(results):
         "",
         "*ours minus f+g* is the solver's own time per iteration (total minus the "
         "evaluations' time, `nfev / nit` evaluations per iteration); the bandwidth bound "
-        f"streams (8m+10) vectors of n doubles at {BW_GBS[0]:.0f}-{BW_GBS[1]:.0f} GB/s; "
+        f"streams (8m+10) vectors of n doubles at {BW_GBS[0]:.0f}-{BW_GBS[1]:.0f} GB/s (measured at "
+        "the start of this run: the best of NumPy's dot and add, and a jitted JAX dot, on 1e7 doubles); "
         "*overhead / bound* compares the two (target: at most 2). CPU ms/it is the "
         "process's CPU time (all threads; XLA runs independent operations on two) per "
         "iteration: on a shared machine it is less disturbed by other processes than "
@@ -278,6 +298,8 @@ def main():
           f"{'scipy ms/it':>11s} {'ours over':>9s} {'scipy over':>10s} "
           f"{'BW bound ms':>12s} {'f-f_sp':>9s}")
     sizes = [(100_000, 30, 2)] if QUICK else [(100_000, 40, 5), (1_000_000, 15, 2)]
+    BW_GBS[:] = measure_bandwidth()
+    print(f"streaming bandwidth: {BW_GBS[0]:.1f} GB/s (best), {BW_GBS[1]:.1f} GB/s (JAX dot)", flush=True)
     results = []
     for n, it, rep in sizes:
         r = large(n, it, rep)
